@@ -1,0 +1,136 @@
+"""fluxnb's one error tree.
+
+::
+
+    FluxnbError
+    ├── ValidationError (also ValueError)   bad input, found before any network call or by the server (422)
+    ├── TransportError                      the network failed and retries ran out (wraps the httpx error)
+    ├── QueueHTTPError                      the server answered an error status: status_code, detail, error_type
+    ├── JobFailedError                      the job completed with an error: request_id, error, error_type
+    │   └── JobCancelledError               ... because it was cancelled
+    └── JobTimeoutError (also TimeoutError) ``run``/``wait`` gave up; the job was cancelled: request_id, timeout
+
+No message, repr or attribute here ever holds an API key: errors are built from response bodies
+and request ids, never from request headers.
+
+>>> from fluxnb.errors import FluxnbError, JobTimeoutError
+>>> issubclass(JobTimeoutError, TimeoutError) and issubclass(JobTimeoutError, FluxnbError)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "FluxnbError",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobTimeoutError",
+    "QueueHTTPError",
+    "TransportError",
+    "ValidationError",
+]
+
+
+class FluxnbError(Exception):
+    """Root of every error fluxnb raises on purpose."""
+
+
+class ValidationError(FluxnbError, ValueError):
+    """The input does not fit the schema.
+
+    ``errors`` holds fal-shaped items ``{"loc": ["body", field, ...], "msg": ..., "type": ...}``,
+    the same list the local server returns as ``detail`` with a 422.
+    """
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        self.errors = errors
+        super().__init__("; ".join(str(e.get("msg", e)) for e in errors) or "invalid input")
+
+    @property
+    def fields(self) -> list[str]:
+        """The names of the fields at fault, e.g. ``["strength"]``."""
+        return [str(e["loc"][1]) for e in self.errors if len(e.get("loc", [])) > 1]
+
+
+class TransportError(FluxnbError):
+    """The request never got an answer (connection refused, reset, timed out) after all retries."""
+
+    def __init__(self, message: str, *, url: str = "", attempts: int = 1):
+        self.url = url
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class QueueHTTPError(FluxnbError):
+    """The queue answered an error status.
+
+    ``detail`` is the body's ``detail`` (a string, or fal's list of ``{loc, msg, type}``),
+    ``error_type`` comes from the body or the ``X-Fal-Error-Type`` header.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: Any,
+        *,
+        error_type: str | None = None,
+        request_id: str | None = None,
+        url: str = "",
+    ):
+        self.status_code = status_code
+        self.detail = detail
+        self.error_type = error_type
+        self.request_id = request_id
+        self.url = url
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        detail = self.detail
+        if isinstance(detail, list):
+            detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+        text = f"HTTP {self.status_code}"
+        if self.error_type:
+            text += f" ({self.error_type})"
+        text += f": {detail}"
+        if self.request_id:
+            text += f" [request_id={self.request_id}]"
+        return text
+
+
+class JobFailedError(FluxnbError):
+    """The job ran and completed with an error (fal has no FAILED state: COMPLETED + error)."""
+
+    def __init__(
+        self,
+        request_id: str,
+        error: Any,
+        *,
+        error_type: str | None = None,
+        status_code: int | None = None,
+    ):
+        self.request_id = request_id
+        self.error = error
+        self.error_type = error_type
+        self.status_code = status_code
+        detail = error
+        if isinstance(detail, list):
+            detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+        kind = f" ({error_type})" if error_type else ""
+        super().__init__(f"job {request_id} failed{kind}: {detail}")
+
+
+class JobCancelledError(JobFailedError):
+    """The job was cancelled before it produced a result."""
+
+
+class JobTimeoutError(FluxnbError, TimeoutError):
+    """Waiting for a job took longer than ``timeout`` seconds; the job was cancelled on the server."""
+
+    def __init__(self, request_id: str, timeout: float, *, cancelled: bool = True):
+        self.request_id = request_id
+        self.timeout = timeout
+        self.cancelled = cancelled
+        what = "cancelled on the server" if cancelled else "NOT cancelled (cancel failed)"
+        super().__init__(f"job {request_id} did not finish within {timeout:g} s; it was {what}")

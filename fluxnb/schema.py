@@ -1,0 +1,432 @@
+"""The one schema of ``fal-ai/flux-lora/inpainting``: every field, its range and its default.
+
+Everything that needs a bound or a default reads it from here: the client validates with
+:func:`validate_input` before any network call, the local server validates with the same function
+and answers 422 in fal's ``{"detail": [{"loc", "msg", "type"}]}`` shape, and the notebook
+widgets build their sliders from :data:`INPUT_FIELDS`.
+
+>>> from fluxnb.schema import INPUT_FIELDS, validate_input
+>>> INPUT_FIELDS["num_inference_steps"].maximum
+50
+>>> validate_input({"prompt": "a cat", "image_url": "https://x/i.png",
+...                 "mask_url": "https://x/m.png"}, fill_defaults=True)["strength"]
+0.85
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ValidationError
+
+__all__ = [
+    "ENDPOINT_ID",
+    "IMAGE_SIZE_PRESETS",
+    "INPUT_FIELDS",
+    "LORA_SCALE",
+    "MAX_IMAGE_SIDE",
+    "OUTPUT_FIELDS",
+    "OUTPUT_IMAGE_FIELDS",
+    "PRICE_PER_MEGAPIXEL",
+    "SEED_MAX",
+    "Field",
+    "markdown_table",
+    "output_problems",
+    "resolve_image_size",
+    "validate_input",
+]
+
+#: The fal app id this project is built around (owner/app/path).
+ENDPOINT_ID = "fal-ai/flux-lora/inpainting"
+
+#: What fal publishes for this endpoint, in US dollars per output megapixel.
+PRICE_PER_MEGAPIXEL = 0.035
+
+#: Largest seed accepted (fal takes any int; 63 bits keeps numpy and torch generators happy).
+SEED_MAX = 2**63 - 1
+
+#: Largest width or height accepted in ``image_size`` (fal's ImageSize bound).
+MAX_IMAGE_SIDE = 14142
+
+#: fal's named image sizes, as (width, height).
+IMAGE_SIZE_PRESETS: Mapping[str, tuple[int, int]] = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+
+_URL_PREFIXES = ("http://", "https://", "data:")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input field: its type, bounds, default and the label a widget shows.
+
+    ``kind`` is one of ``string``, ``url``, ``integer``, ``number``, ``boolean``, ``choice``,
+    ``image_size``, ``loras``. ``step`` is the natural slider step for numbers.
+    """
+
+    name: str
+    kind: str
+    doc: str
+    label: str = ""
+    required: bool = False
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+    ctx: Mapping[str, Any] = field(default_factory=dict)
+
+    def range_text(self) -> str:
+        """The allowed values in words, e.g. ``"1 to 50"`` or ``"one of jpeg, png"``."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.minimum is not None and self.maximum is not None:
+            return f"{_fmt(self.minimum)} to {_fmt(self.maximum)}"
+        return self.kind
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
+
+
+#: A LoRA's scale, shared by the ``loras`` items, the server and the widgets.
+LORA_SCALE = Field(
+    "scale", "number", "How strongly the LoRA is applied.", label="LoRA scale",
+    default=1.0, minimum=0.0, maximum=4.0, step=0.05,
+)
+
+#: Every input field, in the order fal documents them.
+INPUT_FIELDS: Mapping[str, Field] = {
+    f.name: f
+    for f in (
+        Field("prompt", "string", "The prompt to generate an image from.", label="Prompt",
+              required=True),
+        Field("image_url", "url", "The image to inpaint: an http(s) URL or a data URI.",
+              label="Image", required=True),
+        Field("mask_url", "url", "The mask: white (>=128) is repainted, black is kept.",
+              label="Mask", required=True),
+        Field("num_inference_steps", "integer", "Denoising steps.", label="Steps",
+              default=28, minimum=1, maximum=50, step=1),
+        Field("guidance_scale", "number", "How closely the model follows the prompt (CFG).",
+              label="Guidance", default=3.5, minimum=0.0, maximum=35.0, step=0.1),
+        Field("strength", "number", "How much of the masked area is regenerated; 1.0 redraws it fully.",
+              label="Strength", default=0.85, minimum=0.01, maximum=1.0, step=0.01),
+        Field("num_images", "integer", "How many images to generate.", label="Images",
+              default=1, minimum=1, maximum=4, step=1),
+        Field("enable_safety_checker", "boolean", "Run the safety checker on the outputs.",
+              label="Safety checker", default=True),
+        Field("output_format", "choice", "Format of the output images.", label="Format",
+              default="jpeg", choices=("jpeg", "png")),
+        Field("seed", "integer", "Seed for reproducible results; random when omitted.",
+              label="Seed", default=None, minimum=0, maximum=SEED_MAX, step=1),
+        Field("image_size", "image_size",
+              "Output size: a preset name or {width, height}; the input size when omitted.",
+              label="Image size", default=None, choices=tuple(IMAGE_SIZE_PRESETS)),
+        Field("loras", "loras", "LoRAs to apply: [{path, scale}].", label="LoRAs", default=()),
+        Field("sync_mode", "boolean",
+              "Return images as data URIs and keep them out of request history.",
+              label="Sync mode", default=False),
+    )
+}
+
+#: Output fields fal always returns, and the fields of each output image.
+OUTPUT_FIELDS = ("images", "timings", "seed", "has_nsfw_concepts", "prompt")
+OUTPUT_IMAGE_FIELDS = ("url", "width", "height", "content_type")
+
+
+def validate_input(
+    data: Mapping[str, Any], *, fill_defaults: bool = False, allow_unknown: bool = False
+) -> dict[str, Any]:
+    """Check an input body against the schema and return a normalised copy.
+
+    Every problem is collected, then raised together as :class:`~fluxnb.errors.ValidationError`
+    whose ``errors`` are fal-shaped ``{"loc", "msg", "type"}`` items naming the field, the bad
+    value and the allowed range. With ``fill_defaults`` the returned dict has every field that has
+    a default. Unknown fields are an error (with a did-you-mean) unless ``allow_unknown``; then
+    they are dropped from the result.
+
+    >>> validate_input({"prompt": "p", "image_url": "https://a/b.png",
+    ...                 "mask_url": "https://a/m.png", "strength": 2})
+    Traceback (most recent call last):
+    ...
+    fluxnb.errors.ValidationError: strength=2 is out of range: allowed 0.01 to 1 (default 0.85)
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationError([_err([], f"the body must be a JSON object, not {type(data).__name__}",
+                                    "model_type", data)])
+    errors: list[dict[str, Any]] = []
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        spec = INPUT_FIELDS.get(key) if isinstance(key, str) else None
+        if spec is None:
+            if not allow_unknown:
+                errors.append(_unknown_field(key, value))
+            continue
+        if value is None and not spec.required:
+            continue  # explicit null means "use the default", as fal's pydantic models do
+        checked = _check(spec, value, [key], errors)
+        if checked is not _BAD:
+            out[key] = checked
+    for spec in INPUT_FIELDS.values():
+        if spec.required and spec.name not in out and not any(
+            e["loc"][1:2] == [spec.name] for e in errors
+        ):
+            errors.append(_err([spec.name], f"{spec.name} is required", "missing", None))
+        elif fill_defaults and spec.name not in out and spec.default is not None:
+            out[spec.name] = list(spec.default) if spec.kind == "loras" else spec.default
+    if errors:
+        raise ValidationError(errors)
+    return out
+
+
+def resolve_image_size(value: Any, fallback: tuple[int, int]) -> tuple[int, int]:
+    """The (width, height) an ``image_size`` value asks for, or ``fallback`` when it is None.
+
+    >>> resolve_image_size("landscape_4_3", (10, 10))
+    (1024, 768)
+    """
+    if value is None:
+        return fallback
+    if isinstance(value, str):
+        return IMAGE_SIZE_PRESETS[value]
+    return int(value.get("width", 512)), int(value.get("height", 512))
+
+
+def output_problems(data: Any) -> list[str]:
+    """What is missing or mistyped in an endpoint output (empty when it conforms).
+
+    >>> output_problems({"images": [], "timings": {}, "seed": 1, "has_nsfw_concepts": [],
+    ...                  "prompt": "p"})
+    []
+    """
+    if not isinstance(data, Mapping):
+        return ["output is not a JSON object"]
+    problems = [f"missing field {name!r}" for name in OUTPUT_FIELDS if name not in data]
+    images = data.get("images", [])
+    if not isinstance(images, list):
+        return problems + ["images is not a list"]
+    for i, image in enumerate(images):
+        if not isinstance(image, Mapping):
+            problems.append(f"images[{i}] is not an object")
+            continue
+        problems += [f"images[{i}] has no {k!r}" for k in OUTPUT_IMAGE_FIELDS if k not in image]
+    return problems
+
+
+def markdown_table() -> str:
+    """The input fields as a Markdown table (the README's parameter table is this text)."""
+    rows = ["| field | allowed | default | required |", "|---|---|---|---|"]
+    for spec in INPUT_FIELDS.values():
+        if spec.kind in ("integer", "number"):
+            allowed = spec.range_text() if spec.name != "seed" else "int >= 0"
+        elif spec.kind == "choice":
+            allowed = " \\| ".join(spec.choices)
+        elif spec.kind == "image_size":
+            allowed = " \\| ".join(spec.choices) + f" \\| {{width, height}} <= {MAX_IMAGE_SIDE}"
+        elif spec.kind == "loras":
+            allowed = f"[{{path, scale {LORA_SCALE.range_text()} (default {_fmt(LORA_SCALE.default)})}}]"
+        elif spec.kind == "url":
+            allowed = "http(s) URL or data URI"
+        else:
+            allowed = spec.kind
+        default = _default_text(spec)
+        rows.append(f"| `{spec.name}` | {allowed} | {default} | {'yes' if spec.required else ''} |")
+    return "\n".join(rows)
+
+
+_NO_DEFAULT_TEXT = {"seed": "random", "image_size": "the input's size"}
+
+
+def _default_text(spec: Field) -> str:
+    if spec.name in _NO_DEFAULT_TEXT:
+        return _NO_DEFAULT_TEXT[spec.name]
+    if isinstance(spec.default, bool):
+        return str(spec.default).lower()
+    if isinstance(spec.default, (int, float)):
+        return _fmt(spec.default)
+    if spec.default == ():
+        return "[]"
+    return "" if spec.default is None else str(spec.default)
+
+
+# -- checking one value ---------------------------------------------------------------------
+
+_BAD = object()
+
+
+def _err(loc: list[Any], msg: str, type_: str, value: Any, **ctx: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"loc": ["body", *loc], "msg": msg, "type": type_}
+    if value is not None:
+        item["input"] = _short(value)
+    if ctx:
+        item["ctx"] = ctx
+    return item
+
+
+def _short(value: Any) -> Any:
+    """A JSON-safe, short echo of a bad value (long strings such as data URIs are cut)."""
+    if isinstance(value, str) and len(value) > 80:
+        return value[:60] + f"... ({len(value)} chars)"
+    if isinstance(value, (int, float, bool, str)) or value is None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return value
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "..."
+
+
+def _where(loc: list[Any]) -> str:
+    text = str(loc[0])
+    for part in loc[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _unknown_field(key: Any, value: Any) -> dict[str, Any]:
+    msg = f"unknown field {key!r}"
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key, list(INPUT_FIELDS), n=1)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+    return _err([key], msg + " (allowed: " + ", ".join(INPUT_FIELDS) + ")", "extra_forbidden", value)
+
+
+def _check(spec: Field, value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> Any:
+    where = _where(loc)
+    kind = spec.kind
+    if kind in ("string", "url"):
+        if not isinstance(value, str):
+            errors.append(_err(loc, f"{where} must be a string, not {type(value).__name__}",
+                               "string_type", value))
+            return _BAD
+        if kind == "url":
+            if not value.startswith(_URL_PREFIXES):
+                errors.append(_err(loc, f"{where}={_short(value)!r} is not an http(s) URL or a data URI",
+                                   "url_scheme", value))
+                return _BAD
+        return value
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            errors.append(_err(loc, f"{where} must be true or false, not {_short(value)!r}",
+                               "bool_type", value))
+            return _BAD
+        return value
+    if kind == "choice":
+        if value not in spec.choices:
+            errors.append(_err(loc, f"{where}={_short(value)!r} is not allowed: {spec.range_text()}"
+                               f" (default {spec.default})", "enum", value,
+                               expected=" or ".join(spec.choices)))
+            return _BAD
+        return value
+    if kind in ("integer", "number"):
+        return _check_number(spec, value, loc, errors)
+    if kind == "image_size":
+        return _check_image_size(spec, value, loc, errors)
+    if kind == "loras":
+        return _check_loras(value, loc, errors)
+    raise AssertionError(f"unknown field kind {kind}")  # pragma: no cover - schema bug
+
+
+def _check_number(spec: Field, value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> Any:
+    where = _where(loc)
+    given = value
+    is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if spec.kind == "integer":
+        if is_num and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors.append(_err(loc, f"{where} must be an integer, not {_short(value)!r}",
+                               "int_type", value))
+            return _BAD
+    else:
+        if not is_num or not math.isfinite(value):
+            errors.append(_err(loc, f"{where} must be a finite number, not {_short(value)!r}",
+                               "float_type", value))
+            return _BAD
+        value = float(value)
+    lo, hi = spec.minimum, spec.maximum
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        default = "" if spec.default is None else f" (default {_fmt(spec.default)})"
+        errors.append(_err(loc, f"{where}={_short(given)} is out of range: allowed "
+                                f"{spec.range_text()}{default}",
+                           "greater_than_equal" if lo is not None and value < lo else "less_than_equal",
+                           given, ge=lo, le=hi))
+        return _BAD
+    return value
+
+
+def _check_image_size(spec: Field, value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> Any:
+    where = _where(loc)
+    if isinstance(value, str):
+        if value in IMAGE_SIZE_PRESETS:
+            return value
+        errors.append(_err(loc, f"{where}={_short(value)!r} is not a size preset: one of "
+                                + ", ".join(IMAGE_SIZE_PRESETS) + ", or {width, height}",
+                           "enum", value))
+        return _BAD
+    if not isinstance(value, Mapping):
+        errors.append(_err(loc, f"{where} must be a preset name or {{width, height}}, not "
+                                f"{_short(value)!r}", "image_size_type", value))
+        return _BAD
+    side = Field("side", "integer", "", default=512, minimum=1, maximum=MAX_IMAGE_SIDE)
+    out: dict[str, int] = {}
+    ok = True
+    for key, item in value.items():
+        if key not in ("width", "height"):
+            errors.append(_err([*loc, key], f"unknown field {key!r} in {where} (allowed: width, height)",
+                               "extra_forbidden", item))
+            ok = False
+            continue
+        checked = _check_number(side, item, [*loc, key], errors)
+        ok = ok and checked is not _BAD
+        if checked is not _BAD:
+            out[key] = checked
+    return out if ok else _BAD
+
+
+def _check_loras(value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> Any:
+    where = _where(loc)
+    if not isinstance(value, (list, tuple)):
+        errors.append(_err(loc, f"{where} must be a list of {{path, scale}}, not {_short(value)!r}",
+                           "list_type", value))
+        return _BAD
+    out: list[dict[str, Any]] = []
+    ok = True
+    for i, item in enumerate(value):
+        iloc = [*loc, i]
+        if not isinstance(item, Mapping):
+            errors.append(_err(iloc, f"{_where(iloc)} must be {{path, scale}}, not {_short(item)!r}",
+                               "dict_type", item))
+            ok = False
+            continue
+        lora: dict[str, Any] = {}
+        for key, sub in item.items():
+            if key not in ("path", "scale"):
+                errors.append(_err([*iloc, key], f"unknown field {key!r} in {_where(iloc)}"
+                                                 " (allowed: path, scale)", "extra_forbidden", sub))
+                ok = False
+        path = item.get("path")
+        if not isinstance(path, str) or not path.strip():
+            errors.append(_err([*iloc, "path"], f"{_where(iloc)}.path must be a non-empty string "
+                                                "(a URL, a hub id or a file path)",
+                               "missing" if path is None else "string_type", path))
+            ok = False
+        else:
+            lora["path"] = path
+        scale = item.get("scale", LORA_SCALE.default)
+        checked = _check_number(LORA_SCALE, scale, [*iloc, "scale"], errors)
+        if checked is _BAD:
+            ok = False
+        else:
+            lora["scale"] = checked
+        out.append(lora)
+    return out if ok else _BAD

@@ -1,0 +1,106 @@
+"""Helpers for tests that run ``fluxnb serve`` as a real process, with or without TLS."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+__all__ = ["ServeProcess", "free_port", "self_signed_cert"]
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """Write a self-signed certificate for 127.0.0.1 / localhost; returns (cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class ServeProcess:
+    """``python -m fluxnb serve ...`` in a subprocess, ready when ``/_fluxnb/info`` answers."""
+
+    def __init__(self, args: Sequence[str], *, port: int | None = None, cert: Path | None = None,
+                 key: Path | None = None, log: Path | None = None):
+        self.port = port or free_port()
+        self.cert = cert
+        self.scheme = "https" if cert else "http"
+        self.base_url = f"{self.scheme}://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "fluxnb", "serve", "--port", str(self.port), *args]
+        if cert and key:
+            cmd += ["--certfile", str(cert), "--keyfile", str(key)]
+        self.log_path = log
+        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        env = {k: v for k, v in os.environ.items() if k not in ("FAL_KEY", "SSL_CERT_FILE")}
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout: float = 30.0) -> ServeProcess:
+        deadline = time.monotonic() + timeout
+        verify: str | bool = str(self.cert) if self.cert else True
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fluxnb serve exited with {self.proc.returncode}: {self.output()}")
+            try:
+                if httpx.get(f"{self.base_url}/_fluxnb/info", verify=verify, timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"fluxnb serve not ready after {timeout} s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+    def __enter__(self) -> ServeProcess:
+        return self.wait_ready()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
