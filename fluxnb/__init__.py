@@ -52,7 +52,7 @@ _LAZY = {
     "TransportError": "errors",
     "ValidationError": "errors",
     "before_mask_after": "figures",
-    "connect": "connect",
+    "connect": "backends",
     "demo_inputs": "demo",
     "load_image": "images",
     "load_mask": "images",
@@ -61,7 +61,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .client import AsyncJob, AsyncQueueClient, Job, QueueClient
-    from .connect import connect
+    from .backends import connect
     from .demo import demo_inputs
     from .errors import (FluxnbError, JobCancelledError, JobFailedError, JobTimeoutError,
                          QueueHTTPError, TransportError, ValidationError)

@@ -139,14 +139,20 @@ class _Progress:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=1, desc="submitting", unit="step", file=sys.stderr, leave=True)
+        self._desc = "submitting"
+
+    def _describe(self, text: str) -> None:
+        if text != self._desc:
+            self._desc = text
+            self._bar.set_description(text, refresh=False)
 
     def __call__(self, status: Any) -> None:
         from .protocol import Completed, InProgress, Queued, progress_from_logs
 
         if isinstance(status, Queued):
-            self._bar.set_description(f"queued (position {status.position})")
+            self._describe(f"queued (position {status.position})")
         elif isinstance(status, InProgress):
-            self._bar.set_description("running")
+            self._describe("running")
             progress = progress_from_logs(status.logs)
             if progress:
                 done, total = progress
@@ -154,7 +160,7 @@ class _Progress:
                 self._bar.n = done
                 self._bar.refresh()
         elif isinstance(status, Completed):
-            self._bar.set_description("failed" if status.error else "done")
+            self._describe("failed" if status.error else "done")
             if not status.error:
                 self._bar.n = self._bar.total
             self._bar.refresh()
@@ -179,7 +185,7 @@ def _caption(result: Any, fields: dict[str, Any]) -> str:
 
 def _run_job(image: Any, mask: Any, fields: dict[str, Any], args: argparse.Namespace,
              out_dir: Path, stem: str) -> int:
-    from .connect import connect
+    from .backends import connect
     from .errors import FluxnbError
     from .figures import before_mask_after
     from .images import load_image, load_mask

@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -14,7 +15,12 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ServeProcess", "free_port", "self_signed_cert"]
+__all__ = ["ServeProcess", "free_port", "self_signed_cert", "tls_context"]
+
+
+def tls_context(cafile: Path | str) -> ssl.SSLContext:
+    """An SSL context that trusts ``cafile`` (httpx wants a context, not a path)."""
+    return ssl.create_default_context(cafile=str(cafile))
 
 
 def free_port() -> int:
@@ -73,7 +79,7 @@ class ServeProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> ServeProcess:
         deadline = time.monotonic() + timeout
-        verify: str | bool = str(self.cert) if self.cert else True
+        verify = tls_context(self.cert) if self.cert else True
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"fluxnb serve exited with {self.proc.returncode}: {self.output()}")
@@ -100,7 +106,11 @@ class ServeProcess:
             self._log.close()
 
     def __enter__(self) -> ServeProcess:
-        return self.wait_ready()
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

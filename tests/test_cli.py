@@ -17,6 +17,11 @@ from fluxnb.demo import demo_inputs
 from .conftest import make_test_image, make_test_mask
 
 
+def _open(path: Path) -> Image.Image:
+    with Image.open(path) as handle:
+        return handle.copy()
+
+
 @pytest.mark.slow
 def test_demo_writes_outputs_and_a_before_mask_after_picture(tmp_path: Path) -> None:
     out = tmp_path / "demo"
@@ -28,7 +33,7 @@ def test_demo_writes_outputs_and_a_before_mask_after_picture(tmp_path: Path) -> 
     output, sheet = Path(lines["output"]), Path(lines["before/mask/after"])
     assert output.is_file() and sheet.is_file()
     image, mask = demo_inputs()
-    result = Image.open(output).convert("RGB")
+    result = _open(output).convert("RGB")
     assert result.size == image.size
     before, after = np.asarray(image, np.float32), np.asarray(result, np.float32)
     hole = np.asarray(mask) >= 128
@@ -36,7 +41,7 @@ def test_demo_writes_outputs_and_a_before_mask_after_picture(tmp_path: Path) -> 
     assert np.abs(after[hole] - before[hole]).mean() > 10
     far = ~np.asarray(mask.resize(mask.size).point(lambda v: 255 if v else 0)).astype(bool)
     assert np.abs(after[far] - before[far]).mean() < 3
-    picture = Image.open(sheet)
+    picture = _open(sheet)
     assert picture.width > 3 * image.width * 384 / image.height  # before, mask, after side by side
     assert (out / "demo-image.png").is_file() and (out / "demo-mask.png").is_file()
 
@@ -53,8 +58,8 @@ def test_run_against_a_server_writes_files(tmp_path: Path, live_server, capsys) 
     outputs = [Path(line.split(": ", 1)[1]) for line in captured.out.splitlines()
                if line.startswith("output: ")]
     assert len(outputs) == 2 and all(p.suffix == ".png" and p.is_file() for p in outputs)
-    assert Image.open(outputs[0]).size == (80, 48)
-    assert not np.array_equal(np.asarray(Image.open(outputs[0])), np.asarray(Image.open(outputs[1])))
+    assert _open(outputs[0]).size == (80, 48)
+    assert not np.array_equal(np.asarray(_open(outputs[0])), np.asarray(_open(outputs[1])))
     record = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
     assert record["output"]["seed"] == 3 and record["inputs"]["num_images"] == 2
     assert "done" in captured.err  # the progress bar on stderr

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from .conftest import make_test_image, make_test_mask
-from .support import ServeProcess, self_signed_cert
+from .support import ServeProcess, self_signed_cert, tls_context
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict:
         seen["_cert"] = str(cert)
         # the output image URLs are served by the server itself, over the same TLS
         url = seen["subscribe"]["images"][0]["url"]
-        seen["_downloaded"] = Image.open(io.BytesIO(httpx.get(url, verify=str(cert)).content)).size
+        seen["_downloaded"] = Image.open(io.BytesIO(httpx.get(url, verify=tls_context(cert)).content)).size
         seen["_server_log"] = server.output()
     return seen
 
