@@ -3,8 +3,9 @@
 Both talk to the same ``fluxnb serve --engine null`` (zero-cost engine, TLS with a self-signed
 certificate so fal-client runs unmodified), in one run:
 
-* per-job overhead: K sequential jobs, wall time per job (the engine costs nothing, so all of it is
-  client + protocol overhead);
+* per-job overhead: K sequential jobs; wall time per job (the engine costs nothing, so all of it is
+  client + protocol + server overhead) and the client process's own CPU time per job (the server
+  runs in another process, so this is the client's overhead alone);
 * throughput: N jobs submitted at once through each client's async API, jobs per second.
 
     python benchmarks/bench_client.py [--jobs 40] [--concurrent 64] [--workers 8]
@@ -38,17 +39,18 @@ APP = "fal-ai/flux-lora/inpainting"
 jobs, concurrent, image, mask = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 args = {"prompt": "p", "image_url": image, "mask_url": mask, "seed": 1}
 fal_client.subscribe(APP, arguments=args)            # warm-up: connection, TLS session
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 for _ in range(jobs):
     fal_client.subscribe(APP, arguments=args)
 sequential = (time.perf_counter() - t0) / jobs
+cpu = (time.process_time() - c0) / jobs
 async def many():
     client = fal_client.AsyncClient()
     await client.subscribe(APP, arguments=args)
     t0 = time.perf_counter()
     await asyncio.gather(*(client.subscribe(APP, arguments=args) for _ in range(concurrent)))
     return time.perf_counter() - t0
-print(json.dumps({"per_job_s": sequential, "concurrent_s": asyncio.run(many())}))
+print(json.dumps({"per_job_s": sequential, "cpu_per_job_s": cpu, "concurrent_s": asyncio.run(many())}))
 '''
 
 
@@ -58,10 +60,11 @@ def _fluxnb_side(base_url: str, cert: str, jobs: int, concurrent: int, image: st
     args = {"prompt": "p", "image_url": image, "mask_url": mask, "seed": 1}
     with QueueClient(base_url, verify=cert) as client:
         client.run(**args)  # warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(jobs):
             client.run(**args)
         sequential = (time.perf_counter() - t0) / jobs
+        cpu = (time.process_time() - c0) / jobs
 
     async def many() -> float:
         async with AsyncQueueClient(base_url, verify=cert) as aclient:
@@ -70,7 +73,7 @@ def _fluxnb_side(base_url: str, cert: str, jobs: int, concurrent: int, image: st
             await asyncio.gather(*(aclient.run(**args) for _ in range(concurrent)))
             return time.perf_counter() - t0
 
-    return {"per_job_s": sequential, "concurrent_s": asyncio.run(many())}
+    return {"per_job_s": sequential, "cpu_per_job_s": cpu, "concurrent_s": asyncio.run(many())}
 
 
 def main() -> None:
@@ -100,6 +103,8 @@ def main() -> None:
     print(f"{'':24}{'fluxnb':>12}{'fal-client':>12}{'ratio':>8}")
     per = (ours["per_job_s"] * 1e3, theirs["per_job_s"] * 1e3)
     print(f"{'per-job overhead (ms)':24}{per[0]:12.1f}{per[1]:12.1f}{per[0] / per[1]:8.2f}")
+    cpu = (ours["cpu_per_job_s"] * 1e3, theirs["cpu_per_job_s"] * 1e3)
+    print(f"{'client CPU per job (ms)':24}{cpu[0]:12.2f}{cpu[1]:12.2f}{cpu[0] / cpu[1]:8.2f}")
     thr = (opts.concurrent / ours["concurrent_s"], opts.concurrent / theirs["concurrent_s"])
     print(f"{f'{opts.concurrent} concurrent (jobs/s)':24}{thr[0]:12.1f}{thr[1]:12.1f}{thr[0] / thr[1]:8.2f}")
     print("target: per-job overhead ratio <= 0.30")

@@ -25,7 +25,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def live_server() -> Iterator[BackgroundServer]:
     """The real local server with the preview engine, on a free loopback port."""
-    server = BackgroundServer(ServerConfig(engine="preview", workers=2)).start()
+    server = BackgroundServer(ServerConfig(engine="preview", workers=2, port=0)).start()
     yield server
     server.stop()
 
@@ -35,7 +35,7 @@ def null_server() -> Iterator[BackgroundServer]:
     """The real local server with the null engine at 0.2 s per image: jobs last long enough to
     watch them queue, run and be cancelled."""
     server = BackgroundServer(
-        ServerConfig(engine="null", engine_options={"delay": 0.2}, workers=1)
+        ServerConfig(engine="null", engine_options={"delay": 0.2}, workers=1, port=0)
     ).start()
     yield server
     server.stop()
@@ -47,6 +47,7 @@ def server_factory() -> Iterator[Callable[..., BackgroundServer]]:
     started: list[BackgroundServer] = []
 
     def make(**config: object) -> BackgroundServer:
+        config.setdefault("port", 0)
         server = BackgroundServer(ServerConfig(**config)).start()  # type: ignore[arg-type]
         started.append(server)
         return server

@@ -1,0 +1,83 @@
+"""Time the preview engine at 512² and 1024² with default parameters and a ~15% hole.
+
+    .venv/bin/python benchmarks/bench_preview.py [--runs 5]
+
+Prints the median wall time of ``PreviewEngine.run`` (no HTTP, no encoding) per size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+from PIL import Image
+
+from fluxnb.schema import validate_input
+from fluxnb.server.engines import EngineRequest
+from fluxnb.server.engines.preview import PreviewEngine
+
+__all__ = ["main", "make_inputs"]
+
+
+class _Ctx:
+    """A JobContext that only counts steps."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        pass
+
+    def step(self, done: int, total: int, *, image_index: int = 0, num_images: int = 1) -> None:
+        self.steps += 1
+
+    @property
+    def cancelled(self) -> bool:
+        return False
+
+    def check_cancelled(self) -> None:
+        pass
+
+
+def make_inputs(size: int, seed: int = 0) -> tuple[Image.Image, Image.Image]:
+    """Gradients, stripes, three discs and noise; a central disk mask of about 15% area."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    img = np.stack([x / size * 255, y / size * 255, ((x // 16 + y // 16) % 2) * 180], -1)
+    for cx, cy, r, col in ((0.3, 0.3, 0.12, (220, 40, 40)), (0.7, 0.4, 0.1, (40, 200, 60)),
+                           (0.5, 0.75, 0.15, (30, 60, 220))):
+        disc = (x - cx * size) ** 2 + (y - cy * size) ** 2 < (r * size) ** 2
+        img[disc] = col
+    img += rng.normal(0, 6, img.shape)
+    image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    radius = size * np.sqrt(0.15 / np.pi)
+    hole = (x - size / 2) ** 2 + (y - size / 2) ** 2 < radius**2
+    return image, Image.fromarray(hole.astype(np.uint8) * 255, "L")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    engine = PreviewEngine()
+    engine.load()
+    for size in (512, 1024):
+        image, mask = make_inputs(size)
+        params = validate_input({"prompt": "bench", "image_url": "data:,", "mask_url": "data:,"},
+                                fill_defaults=True)
+        request = EngineRequest(image=image, mask=mask, params=params, seed=42)
+        engine.run(request, _Ctx())  # warm-up
+        times = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            engine.run(request, _Ctx())
+            times.append(time.perf_counter() - t0)
+        hole = float(np.mean(np.asarray(mask) >= 128))
+        print(f"preview {size}x{size} hole {hole:.1%} steps 28: median {statistics.median(times):.3f} s "
+              f"(min {min(times):.3f}, max {max(times):.3f}, {args.runs} runs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,900 @@
+"""The queue client: :class:`QueueClient` and its async twin :class:`AsyncQueueClient`.
+
+Both speak fal's queue protocol (submit, status, status stream, result, cancel) to fal.ai or to
+fluxnb's local server, with the same method names; the async methods are coroutines (and
+``stream_status`` an async iterator). Request building, the retry decision and error mapping are
+pure helpers in :mod:`fluxnb._http`, shared by both.
+
+>>> from fluxnb import QueueClient
+>>> with QueueClient("http://127.0.0.1:8765") as client:           # doctest: +SKIP
+...     result = client.run(prompt="a red fox", image_url="photo.jpg", mask_url="mask.png",
+...                         on_enqueue=lambda job: print(job.request_id))
+...     result.pil_images()[0]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from . import _http
+from ._http import (USER_AGENT, Secret, cancel_outcome, error_for_response, extra_submit_headers,
+                    is_fal_url, job_urls, log_path, merge_logs, read_json, result_error,
+                    retry_delay, same_host, strip_query)
+from .datauri import decode_data_uri, encode_data_uri
+from .errors import FluxnbError, JobTimeoutError, QueueHTTPError, TransportError
+from .images import encode_image, is_url
+from .protocol import (DEFAULT_BASE_URL, Completed, LogEntry, Status, parse_status, request_path,
+                       split_app_id)
+from .result import InpaintResult
+from .schema import ENDPOINT_ID, validate_input
+from .sse import SSEEvent, SSEParser
+from .uploads import DEFAULT_CDN_URL, DEFAULT_REST_URL, AsyncFalStorage, FalStorage
+
+__all__ = ["AsyncJob", "AsyncQueueClient", "Job", "QueueClient"]
+
+log = logging.getLogger("fluxnb.client")
+
+#: Default size (bytes) above which an input image is uploaded to fal storage instead of being
+#: sent inline as a data URI (only when talking to fal).
+DEFAULT_UPLOAD_THRESHOLD = 4 * 1024 * 1024
+
+#: Stream answers that mean "this server has no SSE status stream": fall back to polling.
+_NO_STREAM = (404, 405, 501)
+#: ... and of those, the ones worth remembering for the client's lifetime.
+_NO_STREAM_EVER = (405, 501)
+#: Longest silence on an open status stream before polling takes over; fal sends a comment
+#: every 15 s, so only a broken stream stays silent this long.
+_STREAM_IDLE = 40.0
+
+
+class _Deadline(Exception):
+    """Internal: the wait's deadline passed."""
+
+
+class _StreamUnavailable(Exception):
+    """Internal: the SSE stream cannot be used (not offered, or broke); poll instead."""
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise _Deadline
+
+
+def _poll_wait(interval: float, deadline: float | None) -> float:
+    if deadline is None:
+        return interval
+    return max(0.0, min(interval, deadline - time.monotonic()))
+
+
+def _event_status(event: SSEEvent) -> Status | None:
+    import json
+
+    try:
+        return parse_status(json.loads(event.data))
+    except ValueError:
+        log.debug("ignoring an unreadable status event (%d chars)", len(event.data))
+        return None
+
+
+def _numpy_scalar(value: Any) -> Any:
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+def _ssl_verify(verify: Any) -> Any:
+    """``verify`` for httpx: a CA bundle path (str/PathLike) becomes an SSL context, since httpx
+    0.28 deprecates path strings; True/False/SSLContext pass through."""
+    if isinstance(verify, (str, os.PathLike)):
+        import ssl
+
+        path = os.fspath(verify)
+        if os.path.isdir(path):
+            return ssl.create_default_context(capath=path)
+        return ssl.create_default_context(cafile=path)
+    return verify
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout > 0):
+        raise ValueError(f"timeout={timeout!r} must be a number of seconds > 0, or None")
+
+
+# -- job handles -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """A submitted request: its id and the URLs the server returned for it.
+
+    Two handles are equal when their id and URLs are, so ``client.job(id) == client.submit(...)``
+    holds for a fal-conformant server. The methods delegate to the client that made the handle.
+    """
+
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+    client: QueueClient | None = field(default=None, repr=False, compare=False)
+
+    def __reduce__(self) -> Any:
+        """Pickles as its id and URLs only (a restored handle has no client: use client.job)."""
+        return (type(self), (self.request_id, self.response_url, self.status_url, self.cancel_url))
+
+    def _client(self) -> QueueClient:
+        if self.client is None:
+            raise RuntimeError("this Job has no client; use client.job(request_id)")
+        return self.client
+
+    def status(self, logs: bool = False) -> Status:
+        return self._client().status(self, logs=logs)
+
+    def stream(self, logs: bool = True) -> Iterator[Status]:
+        return self._client().stream_status(self, logs=logs)
+
+    def result(self) -> InpaintResult:
+        return self._client().result(self)
+
+    def cancel(self) -> str:
+        return self._client().cancel(self)
+
+    def wait(self, timeout: float | None = None,
+             on_update: Callable[[Status], Any] | None = None, *, logs: bool = True) -> InpaintResult:
+        return self._client().wait(self, timeout=timeout, on_update=on_update, logs=logs)
+
+
+@dataclass(frozen=True)
+class AsyncJob:
+    """The async twin of :class:`Job`: the same fields; the methods are coroutines
+    (``stream`` an async iterator)."""
+
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+    client: AsyncQueueClient | None = field(default=None, repr=False, compare=False)
+
+    def __reduce__(self) -> Any:
+        """Pickles as its id and URLs only (a restored handle has no client: use client.job)."""
+        return (type(self), (self.request_id, self.response_url, self.status_url, self.cancel_url))
+
+    def _client(self) -> AsyncQueueClient:
+        if self.client is None:
+            raise RuntimeError("this AsyncJob has no client; use client.job(request_id)")
+        return self.client
+
+    async def status(self, logs: bool = False) -> Status:
+        return await self._client().status(self, logs=logs)
+
+    def stream(self, logs: bool = True) -> AsyncIterator[Status]:
+        return self._client().stream_status(self, logs=logs)
+
+    async def result(self) -> InpaintResult:
+        return await self._client().result(self)
+
+    async def cancel(self) -> str:
+        return await self._client().cancel(self)
+
+    async def wait(self, timeout: float | None = None, on_update: Callable[[Status], Any] | None = None,
+                   *, logs: bool = True) -> InpaintResult:
+        return await self._client().wait(self, timeout=timeout, on_update=on_update, logs=logs)
+
+
+# -- the shared, I/O-free part -----------------------------------------------------------------
+
+
+class _BaseClient:
+    _job_class: type[Job] | type[AsyncJob]
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        key: str | None = None,
+        app: str = ENDPOINT_ID,
+        transport: Any = None,
+        timeout: float = 30.0,
+        max_retries: int = 6,
+        poll_interval: float = 0.25,
+        upload_threshold: int | None = DEFAULT_UPLOAD_THRESHOLD,
+        verify: Any = True,
+        rest_url: str = DEFAULT_REST_URL,
+        cdn_url: str = DEFAULT_CDN_URL,
+    ):
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url={base_url!r} must be an http(s) URL")
+        split_app_id(app)  # raises a ValueError naming a malformed app id
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+            raise ValueError(f"timeout={timeout!r} must be a number of seconds > 0")
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ValueError(f"max_retries={max_retries!r} must be an integer >= 0")
+        if not isinstance(poll_interval, (int, float)) or poll_interval < 0:
+            raise ValueError(f"poll_interval={poll_interval!r} must be a number of seconds >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.app = app.strip("/")
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.poll_interval = float(poll_interval)
+        self.upload_threshold = upload_threshold
+        self.verify = verify
+        self.rest_url = rest_url.rstrip("/")
+        self.cdn_url = cdn_url.rstrip("/")
+        self.is_fal = is_fal_url(self.base_url)
+        resolved = _http.resolve_key(self.base_url, key)
+        self._key: Secret | None = Secret(resolved) if resolved else None
+        self._transport = transport
+        self._stream_ok = True
+        self._open()
+
+    def _open(self) -> None:
+        """Create the connection pool, the sleep hook and the storage uploader (per flavour)."""
+        raise NotImplementedError
+
+    @property
+    def has_key(self) -> bool:
+        """Whether requests carry an ``Authorization`` header (the key itself is never shown)."""
+        return self._key is not None
+
+    def __repr__(self) -> str:
+        key = "***" if self._key is not None else "None"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, app={self.app!r}, key={key})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} cannot be pickled (it holds a key and connections)")
+
+    # -- request building --------------------------------------------------------------------
+
+    def _headers_for(self, url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The key goes only to the queue's own origin (and fal's REST host when talking to fal)."""
+        headers: dict[str, str] = {}
+        if self._key is not None and (
+            same_host(url, self.base_url) or (self.is_fal and same_host(url, self.rest_url))
+        ):
+            headers.update(_http.auth_headers(self._key))
+        if extra:
+            headers.update(extra)
+        return headers
+
+    def _new_http_kwargs(self) -> dict[str, Any]:
+        return {
+            "timeout": httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            "headers": {"User-Agent": USER_AGENT},
+            "verify": _ssl_verify(self.verify),
+        }
+
+    def _submit_url(self) -> str:
+        return f"{self.base_url}/{self.app}"
+
+    def _make_job(self, request_id: str, response_url: str, status_url: str, cancel_url: str) -> Any:
+        return self._job_class(request_id=request_id, response_url=response_url,
+                               status_url=status_url, cancel_url=cancel_url,
+                               client=self)  # type: ignore[arg-type]
+
+    def job(self, request_id: str) -> Any:
+        """A handle for a request submitted earlier (fal's ``get_handle``): URLs are built the way
+        fal builds them, ``{base_url}/{owner}/{app}/requests/{id}``."""
+        if not isinstance(request_id, str) or not request_id:
+            raise ValueError(f"request_id={request_id!r} must be a non-empty string")
+        response_url = self.base_url + request_path(self.app, request_id)
+        return self._make_job(request_id, response_url, response_url + "/status",
+                              response_url + "/cancel")
+
+    def _as_job(self, job: Any) -> Any:
+        if isinstance(job, str):
+            return self.job(job)
+        if isinstance(job, (Job, AsyncJob)):
+            return job
+        raise TypeError(f"expected a job handle or a request id, not {type(job).__name__}")
+
+    def _prepare(self, inputs: Mapping[str, Any] | None, fields: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], dict[str, tuple[bytes, str]]]:
+        """Merge, encode images, validate: everything before the first byte is sent.
+
+        Returns the body and the images that must be uploaded to fal storage first (their slot in
+        the body holds a placeholder until then).
+        """
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise TypeError(f"inputs must be a mapping of field -> value, not {type(inputs).__name__}")
+        body = {k: _numpy_scalar(v) for k, v in {**(inputs or {}), **fields}.items()}
+        pending: dict[str, tuple[bytes, str]] = {}
+        for name in ("image_url", "mask_url"):
+            value = body.get(name)
+            if value is None or is_url(value):
+                continue
+            encoded = encode_image(value, mask=name == "mask_url")
+            if isinstance(encoded, str):
+                body[name] = encoded
+                continue
+            data, mime = encoded
+            if self.is_fal and self.upload_threshold is not None and len(data) > self.upload_threshold:
+                pending[name] = (data, mime)
+                body[name] = "data:" + mime + ";base64,"  # placeholder, replaced after validation
+            else:
+                body[name] = encode_data_uri(data, mime)
+        return validate_input(body), pending
+
+    @staticmethod
+    def _needs_encoding(inputs: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> bool:
+        merged = {**(inputs or {}), **fields} if isinstance(inputs, Mapping) or inputs is None else {}
+        return any(merged.get(name) is not None and not is_url(merged.get(name))
+                   for name in ("image_url", "mask_url"))
+
+    @staticmethod
+    def _file_name(name: str, mime: str) -> str:
+        ext = {"image/png": "png", "image/jpeg": "jpg"}.get(mime, "bin")
+        return f"{name.removesuffix('_url')}.{ext}"
+
+    def _job_from_submit(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            raise error_for_response(response)
+        body = read_json(response, "submit")
+        urls = job_urls(body, base_url=self.base_url, app=self.app, status_code=response.status_code)
+        log.debug("submitted request %s", urls["request_id"])
+        return self._make_job(**urls)
+
+    @staticmethod
+    def _status_from(response: httpx.Response, job: Job | AsyncJob) -> Status:
+        if response.status_code >= 400:
+            raise error_for_response(response, job.request_id)
+        body = read_json(response, "status", job.request_id)
+        try:
+            return parse_status(body)
+        except ValueError as exc:
+            raise QueueHTTPError(response.status_code, f"odd status answer: {exc}",
+                                 request_id=job.request_id, url=strip_query(job.status_url)) from None
+
+    def _result_from(self, response: httpx.Response, job: Job | AsyncJob, *,
+                     logs: list[LogEntry] | None = None,
+                     metrics: Mapping[str, Any] | None = None) -> InpaintResult:
+        if response.status_code >= 400:
+            raise result_error(response, job.request_id)
+        body = read_json(response, "result", job.request_id)
+        if not isinstance(body, Mapping):
+            raise QueueHTTPError(response.status_code, f"result is not a JSON object: {str(body)[:120]}",
+                                 request_id=job.request_id, url=strip_query(job.response_url))
+        return InpaintResult(body, request_id=job.request_id, logs=logs, metrics=metrics,
+                             fetch=self._fetch_sync, afetch=self._fetch_async)
+
+    @staticmethod
+    def _cancel_from(response: httpx.Response, job: Job | AsyncJob) -> str:
+        outcome = cancel_outcome(response)
+        if outcome is None:
+            raise error_for_response(response, job.request_id)
+        return outcome
+
+    def _stream_request(self, job: Job | AsyncJob, logs: bool, deadline: float | None
+                        ) -> dict[str, Any]:
+        url = job.status_url.rstrip("/") + "/stream"
+        # Each read waits at most until the deadline; a server silent for longer than
+        # _STREAM_IDLE (fal sends a keep-alive every 15 s) is given up on in favour of polling.
+        read = _STREAM_IDLE if deadline is None else \
+            max(0.01, min(_STREAM_IDLE, deadline - time.monotonic() + 0.05))
+        return {
+            "method": "GET",
+            "url": url,
+            "params": {"logs": "1" if logs else "0"},
+            "headers": self._headers_for(url),
+            "timeout": httpx.Timeout(self.timeout, read=read),
+        }
+
+    def _stream_opened(self, response: httpx.Response) -> None:
+        log.debug("GET %s -> %d (stream)", log_path(str(response.request.url)), response.status_code)
+        if response.status_code in _NO_STREAM:
+            if response.status_code in _NO_STREAM_EVER:
+                self._stream_ok = False
+            raise _StreamUnavailable
+        ctype = response.headers.get("content-type", "")
+        if response.status_code >= 300 or "text/event-stream" not in ctype:
+            raise _StreamUnavailable
+
+    # -- image download (results) ------------------------------------------------------------
+
+    def _sync_download(self, url: str) -> bytes:
+        """Download with a short-lived sync client (used when the client's own cannot)."""
+        transport = self._transport if isinstance(self._transport, httpx.BaseTransport) else None
+        with httpx.Client(transport=transport, **self._new_http_kwargs()) as http:
+            response = http.get(url, headers=self._headers_for(url), follow_redirects=True)
+            if response.status_code >= 400:
+                raise error_for_response(response)
+            return response.content
+
+    def _fetch_sync(self, url: str) -> bytes:
+        if url.startswith("data:"):
+            return decode_data_uri(url)[1]
+        return self._sync_download(url)
+
+    async def _fetch_async(self, url: str) -> bytes:
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(self._fetch_sync, url)
+
+
+# -- sync --------------------------------------------------------------------------------------
+
+
+class QueueClient(_BaseClient):
+    """A client for fal's queue API (``fal-ai/flux-lora/inpainting`` by default).
+
+    **Parameters:**
+
+    * ``base_url``: the queue host, ``https://queue.fal.run`` or a local server's URL.
+    * ``key``: the API key. ``None`` reads ``FAL_KEY`` (or ``FAL_KEY_ID``:``FAL_KEY_SECRET``) for
+      fal's hosts only, and ``FLUXNB_KEY`` for any other host. It is sent as
+      ``Authorization: Key …`` to the queue's own origin and never shown in reprs or errors.
+    * ``app``: the fal app id. ``transport``: an ``httpx`` transport (e.g. ``MockTransport``).
+    * ``timeout``: per-request seconds. ``max_retries``: retries on transport errors and
+      408/409/429/502/503/504, with jittered exponential backoff honouring ``Retry-After``.
+    * ``poll_interval``: seconds between status polls when the server has no SSE status stream.
+    * ``upload_threshold``: input images larger than this many bytes are uploaded to fal storage
+      (fal only; ``None`` never uploads). ``verify``: TLS verification, as in httpx.
+    """
+
+    _job_class = Job
+
+    def _open(self) -> None:
+        self._http = httpx.Client(transport=self._transport, **self._new_http_kwargs())
+        #: The sleep used between retries and polls; tests replace it to record delays.
+        self._sleep: Callable[[float], Any] = time.sleep
+        self._storage = FalStorage(self._send, key=self._key, rest_url=self.rest_url,
+                                   cdn_url=self.cdn_url)
+
+    def __enter__(self) -> QueueClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # -- the I/O core ------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, *, idempotent: bool = True,
+              headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """One request with retries; returns the last response (whatever its status)."""
+        path = log_path(url)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(method, url, headers=self._headers_for(url, headers),
+                                              **kwargs)
+            except httpx.TransportError as exc:
+                delay = retry_delay(attempt, self.max_retries, exc=exc, idempotent=idempotent)
+                if delay is None:
+                    raise TransportError(
+                        f"{method} {strip_query(url)} failed after {attempt} attempt(s): "
+                        f"{type(exc).__name__}: {exc}", url=strip_query(url), attempts=attempt,
+                    ) from exc
+                log.debug("%s %s: %s (attempt %d); retrying in %.2f s", method, path,
+                          type(exc).__name__, attempt, delay)
+                self._sleep(delay)
+                continue
+            log.debug("%s %s -> %d (attempt %d)", method, path, response.status_code, attempt)
+            if response.status_code >= 400:
+                delay = retry_delay(attempt, self.max_retries, response=response)
+                if delay is not None:
+                    response.close()
+                    log.debug("%s %s: retrying in %.2f s", method, path, delay)
+                    self._sleep(delay)
+                    continue
+            return response
+
+    # -- the API -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        webhook_url: str | None = None,
+        priority: str | None = None,
+        hint: str | None = None,
+        start_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Queue a job; returns its handle. Inputs are encoded and validated before anything is
+        sent (a bad input raises ValidationError without a request)."""
+        body, pending = self._prepare(inputs, fields)
+        extra = extra_submit_headers(priority=priority, hint=hint, start_timeout=start_timeout,
+                                     headers=headers)
+        for name, (data, mime) in pending.items():
+            body[name] = self._storage.upload(data, mime, self._file_name(name, mime))
+        params = {"fal_webhook": webhook_url} if webhook_url else None
+        response = self._send("POST", self._submit_url(), idempotent=False, json=body,
+                              params=params, headers={"Content-Type": "application/json", **extra})
+        return self._job_from_submit(response)
+
+    def status(self, job: Job | str, *, logs: bool = False) -> Status:
+        """The job's status now: Queued, InProgress or Completed (``logs`` asks for its log lines)."""
+        job = self._as_job(job)
+        response = self._send("GET", job.status_url, params={"logs": "1" if logs else "0"})
+        return self._status_from(response, job)
+
+    def stream_status(self, job: Job | str, *, logs: bool = True) -> Iterator[Status]:
+        """Statuses as they change, until Completed: the SSE stream, or polling every
+        ``poll_interval`` when the server has none."""
+        return self._follow(self._as_job(job), logs=logs, deadline=None)
+
+    def result(self, job: Job | str) -> InpaintResult:
+        """The job's output. A job that completed with an error raises JobFailedError
+        (JobCancelledError when it was cancelled)."""
+        job = self._as_job(job)
+        return self._result_from(self._send("GET", job.response_url), job)
+
+    def cancel(self, job: Job | str) -> str:
+        """Ask the server to cancel: ``"CANCELLATION_REQUESTED"``, or ``"ALREADY_COMPLETED"``.
+        An unknown job raises QueueHTTPError (404)."""
+        job = self._as_job(job)
+        return self._cancel_from(self._send("PUT", job.cancel_url), job)
+
+    def wait(self, job: Job | str, *, timeout: float | None = None,
+             on_update: Callable[[Status], Any] | None = None, logs: bool = True) -> InpaintResult:
+        """Follow the job until it completes, calling ``on_update(status)`` for each status, then
+        return its result. After ``timeout`` seconds the job is cancelled on the server and
+        JobTimeoutError is raised."""
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._wait(self._as_job(job), timeout, deadline, on_update, logs)
+
+    def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[Status], Any] | None = None,
+        on_enqueue: Callable[[Job], Any] | None = None,
+        logs: bool = True,
+        webhook_url: str | None = None,
+        priority: str | None = None,
+        hint: str | None = None,
+        start_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> InpaintResult:
+        """Submit, call ``on_enqueue(job)`` (the request id is known before any waiting), wait.
+        ``timeout`` counts from the call; when it runs out the job is cancelled and
+        JobTimeoutError raised."""
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.submit(inputs, webhook_url=webhook_url, priority=priority, hint=hint,
+                          start_timeout=start_timeout, headers=headers, **fields)
+        if on_enqueue is not None:
+            on_enqueue(job)
+        return self._wait(job, timeout, deadline, on_update, logs)
+
+    # -- following a job ---------------------------------------------------------------------
+
+    def _wait(self, job: Job, timeout: float | None, deadline: float | None,
+              on_update: Callable[[Status], Any] | None, logs: bool) -> InpaintResult:
+        seen: list[LogEntry] = []
+        metrics: Mapping[str, Any] = {}
+        follow = self._follow(job, logs=logs, deadline=deadline)
+        try:
+            for status in follow:
+                seen = merge_logs(seen, getattr(status, "logs", None))
+                if on_update is not None:
+                    on_update(status)
+                if isinstance(status, Completed):
+                    metrics = status.metrics
+                    break
+        except _Deadline:
+            follow.close()
+            cancelled = self._cancel_quietly(job)
+            raise JobTimeoutError(job.request_id, float(timeout or 0), cancelled=cancelled) from None
+        finally:
+            follow.close()
+        return self._result_from(self._send("GET", job.response_url), job,
+                                 logs=seen if logs else None, metrics=metrics)
+
+    def _cancel_quietly(self, job: Job) -> bool:
+        try:
+            outcome = self.cancel(job)
+        except FluxnbError as exc:
+            log.debug("cancel after timeout failed for %s: %s", job.request_id, type(exc).__name__)
+            return False
+        log.debug("cancel of %s after its timeout: %s", job.request_id, outcome)
+        return outcome != "ALREADY_COMPLETED"  # it finished just as time ran out
+
+    def _follow(self, job: Job, *, logs: bool, deadline: float | None) -> Iterator[Status]:
+        if self._stream_ok:
+            try:
+                with contextlib.closing(self._stream(job, logs=logs, deadline=deadline)) as events:
+                    for status in events:
+                        yield status
+                        if isinstance(status, Completed):
+                            return
+            except _StreamUnavailable:
+                pass
+        while True:
+            _check_deadline(deadline)
+            status = self.status(job, logs=logs)
+            yield status
+            if isinstance(status, Completed):
+                return
+            self._sleep(_poll_wait(self.poll_interval, deadline))
+
+    def _stream(self, job: Job, *, logs: bool, deadline: float | None) -> Iterator[Status]:
+        request = self._stream_request(job, logs, deadline)
+        try:
+            with self._http.stream(request.pop("method"), request.pop("url"), **request) as response:
+                self._stream_opened(response)
+                parser = SSEParser()
+                for chunk in response.iter_text():
+                    for event in parser.feed(chunk):
+                        status = _event_status(event)
+                        if status is None:
+                            continue
+                        yield status
+                        if isinstance(status, Completed):
+                            return
+                    _check_deadline(deadline)  # also after keep-alive comments
+        except httpx.TimeoutException:
+            _check_deadline(deadline)
+            raise _StreamUnavailable from None
+        except httpx.TransportError as exc:
+            log.debug("status stream of %s broke (%s); polling", job.request_id, type(exc).__name__)
+            raise _StreamUnavailable from None
+        _check_deadline(deadline)
+        raise _StreamUnavailable  # closed before COMPLETED: poll for the rest
+
+    # -- results ---------------------------------------------------------------------------
+
+    def _fetch_sync(self, url: str) -> bytes:
+        if url.startswith("data:"):
+            return decode_data_uri(url)[1]
+        if self._http.is_closed:
+            return self._sync_download(url)
+        response = self._send("GET", url, follow_redirects=True)
+        if response.status_code >= 400:
+            raise error_for_response(response)
+        return response.content
+
+
+# -- async -------------------------------------------------------------------------------------
+
+
+async def _call(callback: Callable[[Any], Any] | None, value: Any) -> None:
+    if callback is not None:
+        outcome = callback(value)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+
+class AsyncQueueClient(_BaseClient):
+    """The async twin of :class:`QueueClient`: same arguments, same method names; the methods are
+    coroutines, ``stream_status`` is an async iterator, and callbacks may be sync or async."""
+
+    _job_class = AsyncJob
+
+    def _open(self) -> None:
+        self._http = httpx.AsyncClient(transport=self._transport, **self._new_http_kwargs())
+        import anyio
+
+        #: The sleep used between retries and polls; tests replace it to record delays.
+        self._sleep: Callable[[float], Any] = anyio.sleep
+        self._storage = AsyncFalStorage(self._send, key=self._key, rest_url=self.rest_url,
+                                        cdn_url=self.cdn_url)
+
+    async def __aenter__(self) -> AsyncQueueClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _send(self, method: str, url: str, *, idempotent: bool = True,
+                    headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """One request with retries; returns the last response (whatever its status)."""
+        path = log_path(url)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.request(method, url,
+                                                    headers=self._headers_for(url, headers), **kwargs)
+            except httpx.TransportError as exc:
+                delay = retry_delay(attempt, self.max_retries, exc=exc, idempotent=idempotent)
+                if delay is None:
+                    raise TransportError(
+                        f"{method} {strip_query(url)} failed after {attempt} attempt(s): "
+                        f"{type(exc).__name__}: {exc}", url=strip_query(url), attempts=attempt,
+                    ) from exc
+                log.debug("%s %s: %s (attempt %d); retrying in %.2f s", method, path,
+                          type(exc).__name__, attempt, delay)
+                await self._sleep(delay)
+                continue
+            log.debug("%s %s -> %d (attempt %d)", method, path, response.status_code, attempt)
+            if response.status_code >= 400:
+                delay = retry_delay(attempt, self.max_retries, response=response)
+                if delay is not None:
+                    await response.aclose()
+                    log.debug("%s %s: retrying in %.2f s", method, path, delay)
+                    await self._sleep(delay)
+                    continue
+            return response
+
+    async def submit(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        webhook_url: str | None = None,
+        priority: str | None = None,
+        hint: str | None = None,
+        start_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> AsyncJob:
+        """Queue a job; returns its handle. See :meth:`QueueClient.submit`."""
+        if self._needs_encoding(inputs, fields):
+            # PNG encoding and file reads are blocking work: keep them off the event loop
+            import anyio.to_thread
+
+            body, pending = await anyio.to_thread.run_sync(self._prepare, inputs, fields)
+        else:
+            body, pending = self._prepare(inputs, fields)
+        extra = extra_submit_headers(priority=priority, hint=hint, start_timeout=start_timeout,
+                                     headers=headers)
+        for name, (data, mime) in pending.items():
+            body[name] = await self._storage.upload(data, mime, self._file_name(name, mime))
+        params = {"fal_webhook": webhook_url} if webhook_url else None
+        response = await self._send("POST", self._submit_url(), idempotent=False, json=body,
+                                    params=params,
+                                    headers={"Content-Type": "application/json", **extra})
+        return self._job_from_submit(response)  # type: ignore[no-any-return]
+
+    async def status(self, job: AsyncJob | str, *, logs: bool = False) -> Status:
+        """See :meth:`QueueClient.status`."""
+        job = self._as_job(job)
+        response = await self._send("GET", job.status_url, params={"logs": "1" if logs else "0"})
+        return self._status_from(response, job)
+
+    def stream_status(self, job: AsyncJob | str, *, logs: bool = True) -> AsyncIterator[Status]:
+        """See :meth:`QueueClient.stream_status`; an async iterator."""
+        return self._follow(self._as_job(job), logs=logs, deadline=None)
+
+    async def result(self, job: AsyncJob | str) -> InpaintResult:
+        """See :meth:`QueueClient.result`."""
+        job = self._as_job(job)
+        return self._result_from(await self._send("GET", job.response_url), job)
+
+    async def cancel(self, job: AsyncJob | str) -> str:
+        """See :meth:`QueueClient.cancel`."""
+        job = self._as_job(job)
+        return self._cancel_from(await self._send("PUT", job.cancel_url), job)
+
+    async def wait(self, job: AsyncJob | str, *, timeout: float | None = None,
+                   on_update: Callable[[Status], Any] | None = None,
+                   logs: bool = True) -> InpaintResult:
+        """See :meth:`QueueClient.wait`; ``on_update`` may be a coroutine function."""
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return await self._wait(self._as_job(job), timeout, deadline, on_update, logs)
+
+    async def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[Status], Any] | None = None,
+        on_enqueue: Callable[[AsyncJob], Any] | None = None,
+        logs: bool = True,
+        webhook_url: str | None = None,
+        priority: str | None = None,
+        hint: str | None = None,
+        start_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> InpaintResult:
+        """See :meth:`QueueClient.run`; callbacks may be coroutine functions."""
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = await self.submit(inputs, webhook_url=webhook_url, priority=priority, hint=hint,
+                                start_timeout=start_timeout, headers=headers, **fields)
+        await _call(on_enqueue, job)
+        return await self._wait(job, timeout, deadline, on_update, logs)
+
+    async def _wait(self, job: AsyncJob, timeout: float | None, deadline: float | None,
+                    on_update: Callable[[Status], Any] | None, logs: bool) -> InpaintResult:
+        seen: list[LogEntry] = []
+        metrics: Mapping[str, Any] = {}
+        follow = self._follow(job, logs=logs, deadline=deadline)
+        try:
+            async for status in follow:
+                seen = merge_logs(seen, getattr(status, "logs", None))
+                await _call(on_update, status)
+                if isinstance(status, Completed):
+                    metrics = status.metrics
+                    break
+        except _Deadline:
+            await follow.aclose()
+            cancelled = await self._cancel_quietly(job)
+            raise JobTimeoutError(job.request_id, float(timeout or 0), cancelled=cancelled) from None
+        finally:
+            await follow.aclose()
+        return self._result_from(await self._send("GET", job.response_url), job,
+                                 logs=seen if logs else None, metrics=metrics)
+
+    async def _cancel_quietly(self, job: AsyncJob) -> bool:
+        try:
+            outcome = await self.cancel(job)
+        except FluxnbError as exc:
+            log.debug("cancel after timeout failed for %s: %s", job.request_id, type(exc).__name__)
+            return False
+        log.debug("cancel of %s after its timeout: %s", job.request_id, outcome)
+        return outcome != "ALREADY_COMPLETED"  # it finished just as time ran out
+
+    async def _follow(self, job: AsyncJob, *, logs: bool, deadline: float | None
+                      ) -> AsyncIterator[Status]:
+        if self._stream_ok:
+            try:
+                async with contextlib.aclosing(self._stream(job, logs=logs, deadline=deadline)) \
+                        as events:
+                    async for status in events:
+                        yield status
+                        if isinstance(status, Completed):
+                            return
+            except _StreamUnavailable:
+                pass
+        while True:
+            _check_deadline(deadline)
+            status = await self.status(job, logs=logs)
+            yield status
+            if isinstance(status, Completed):
+                return
+            await self._sleep(_poll_wait(self.poll_interval, deadline))
+
+    async def _stream(self, job: AsyncJob, *, logs: bool, deadline: float | None
+                      ) -> AsyncIterator[Status]:
+        request = self._stream_request(job, logs, deadline)
+        try:
+            async with self._http.stream(request.pop("method"), request.pop("url"),
+                                         **request) as response:
+                self._stream_opened(response)
+                parser = SSEParser()
+                async for chunk in response.aiter_text():
+                    for event in parser.feed(chunk):
+                        status = _event_status(event)
+                        if status is None:
+                            continue
+                        yield status
+                        if isinstance(status, Completed):
+                            return
+                    _check_deadline(deadline)  # also after keep-alive comments
+        except httpx.TimeoutException:
+            _check_deadline(deadline)
+            raise _StreamUnavailable from None
+        except httpx.TransportError as exc:
+            log.debug("status stream of %s broke (%s); polling", job.request_id, type(exc).__name__)
+            raise _StreamUnavailable from None
+        _check_deadline(deadline)
+        raise _StreamUnavailable
+
+    async def _fetch_async(self, url: str) -> bytes:
+        if url.startswith("data:"):
+            return decode_data_uri(url)[1]
+        if self._http.is_closed:
+            return await super()._fetch_async(url)
+        response = await self._send("GET", url, follow_redirects=True)
+        if response.status_code >= 400:
+            raise error_for_response(response)
+        return response.content
+
