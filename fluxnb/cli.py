@@ -177,9 +177,8 @@ def _caption(result: Any, fields: dict[str, Any]) -> str:
         value = fields.get(name, INPUT_FIELDS[name].default)
         parts.append(f"{INPUT_FIELDS[name].label.lower()}={value}")
     parts.append(f"seed={result.seed}")
-    engine = result.raw.get("engine")
-    if engine:
-        parts.append(f"engine={engine}")
+    if result.engine:
+        parts.append(f"engine={result.engine}")
     return "  ".join(parts)
 
 
@@ -198,34 +197,23 @@ def _run_job(image: Any, mask: Any, fields: dict[str, Any], args: argparse.Names
                                 on_update=progress, **fields)
             outputs = result.pil_images()
     except FluxnbError as exc:
-        progress.close()
         print(f"fluxnb: {exc}", file=sys.stderr)
         return 1
-    progress.close()
-    notice = result.raw.get("notice")
-    if notice:
-        print(f"fluxnb: {notice}", file=sys.stderr)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    finally:
+        progress.close()
+    if result.notice:
+        print(f"fluxnb: {result.notice}", file=sys.stderr)
     tag = result.request_id[:8]
-    written = []
-    for i, picture in enumerate(outputs):
-        ext = "png" if (result.images[i].content_type or "").endswith("png") else "jpg"
-        path = out_dir / f"{stem}-{tag}-{i + 1}.{ext}"
-        picture.save(path, **({"quality": 95} if ext == "jpg" else {}))
-        written.append(path)
+    record = {
+        "inputs": fields,
+        "image": str(image) if isinstance(image, (str, Path)) else "(in memory)",
+        "mask": str(mask) if isinstance(mask, (str, Path)) else "(in memory)",
+    }
+    *written, _sidecar = result.save(out_dir, stem=f"{stem}-{tag}", extra=record)
     sheet = before_mask_after(load_image(image), load_mask(mask), outputs,
                               caption=_caption(result, fields))
     sheet_path = out_dir / f"{stem}-{tag}-before-mask-after.png"
     sheet.save(sheet_path)
-    record = {
-        "request_id": result.request_id,
-        "inputs": {k: v for k, v in fields.items()},
-        "image": str(image) if isinstance(image, (str, Path)) else "(in memory)",
-        "mask": str(mask) if isinstance(mask, (str, Path)) else "(in memory)",
-        "output": {k: v for k, v in result.raw.items() if k != "images"},
-        "files": [str(p) for p in written],
-    }
-    (out_dir / f"{stem}-{tag}.json").write_text(json.dumps(record, indent=2, default=str))
     for path in written:
         print(f"output: {path}")
     print(f"before/mask/after: {sheet_path}")

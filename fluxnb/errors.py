@@ -132,5 +132,6 @@ class JobTimeoutError(FluxnbError, TimeoutError):
         self.request_id = request_id
         self.timeout = timeout
         self.cancelled = cancelled
-        what = "cancelled on the server" if cancelled else "NOT cancelled (cancel failed)"
-        super().__init__(f"job {request_id} did not finish within {timeout:g} s; it was {what}")
+        what = ("it was cancelled on the server" if cancelled else
+                "it was not cancelled (it finished meanwhile, or the cancel request failed)")
+        super().__init__(f"job {request_id} did not finish within {timeout:g} s; {what}")

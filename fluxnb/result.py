@@ -207,11 +207,13 @@ class InpaintResult:
             return list(self._pil)
         return self._decode_all(await self.aimage_bytes())
 
-    def save(self, directory: str | os.PathLike[str], *, stem: str | None = None) -> list[Path]:
+    def save(self, directory: str | os.PathLike[str], *, stem: str | None = None,
+             extra: Mapping[str, Any] | None = None) -> list[Path]:
         """Write the output images and a JSON sidecar into ``directory``; return the paths.
 
-        Files are ``{stem}_{i}.{ext}`` plus ``{stem}.json`` (``raw``, request id, metrics, logs);
-        ``stem`` defaults to the request id. Nothing written holds a key.
+        Files are ``{stem}_{i}.{ext}`` plus ``{stem}.json`` (``raw``, request id, metrics, logs,
+        and ``extra`` such as the inputs that made it); ``stem`` defaults to the request id.
+        Nothing written holds a key.
         """
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
@@ -224,7 +226,7 @@ class InpaintResult:
             path.write_bytes(blob)
             paths.append(path)
         sidecar = folder / f"{stem}.json"
-        sidecar.write_text(json.dumps(self.to_json(), indent=2, default=str))
+        sidecar.write_text(json.dumps({**self.to_json(), **(extra or {})}, indent=2, default=str))
         paths.append(sidecar)
         return paths
 

@@ -305,8 +305,8 @@ def _check(spec: Field, value: Any, loc: list[Any], errors: list[dict[str, Any]]
     kind = spec.kind
     if kind in ("string", "url"):
         if not isinstance(value, str):
-            errors.append(_err(loc, f"{where} must be a string, not {type(value).__name__}",
-                               "string_type", value))
+            errors.append(_err(loc, f"{where} must be a string, not {type(value).__name__} "
+                                    f"{_short(value)!r}", "string_type", value))
             return _BAD
         if kind == "url":
             if not value.startswith(_URL_PREFIXES):

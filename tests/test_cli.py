@@ -62,6 +62,7 @@ def test_run_against_a_server_writes_files(tmp_path: Path, live_server, capsys) 
     assert not np.array_equal(np.asarray(_open(outputs[0])), np.asarray(_open(outputs[1])))
     record = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
     assert record["output"]["seed"] == 3 and record["inputs"]["num_images"] == 2
+    assert record["request_id"] and record["image"] == str(image)
     assert "done" in captured.err  # the progress bar on stderr
 
 
