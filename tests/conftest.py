@@ -91,3 +91,15 @@ def fal_key_env(monkeypatch: pytest.MonkeyPatch) -> str:
     key = "fake-key-id:fake-key-secret-" + os.urandom(4).hex()
     monkeypatch.setenv("FAL_KEY", key)
     return key
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavor(request: pytest.FixtureRequest) -> str:
+    """Run a test once with the sync client and once with the async twin."""
+    return str(request.param)

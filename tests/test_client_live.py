@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import inspect
 import io
 import logging
 import threading
@@ -23,20 +22,13 @@ from fluxnb.errors import (JobCancelledError, JobFailedError, JobTimeoutError, Q
 from fluxnb.protocol import Completed, InProgress, Queued, progress_from_logs
 
 from .conftest import make_test_image, make_test_mask
+from .twins import call, close, collect
 
 pytestmark = pytest.mark.anyio
 
 SIZE = (96, 64)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["sync", "async"])
-def flavor(request: pytest.FixtureRequest) -> str:
-    return request.param
 
 
 def make(flavor: str, base_url: str, **kwargs: Any) -> QueueClient | AsyncQueueClient:
@@ -44,19 +36,7 @@ def make(flavor: str, base_url: str, **kwargs: Any) -> QueueClient | AsyncQueueC
     return cls(base_url, **kwargs)
 
 
-async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    out = fn(*args, **kwargs)
-    return await out if inspect.isawaitable(out) else out
 
-
-async def collect(iterator: Any) -> list[Any]:
-    if hasattr(iterator, "__aiter__"):
-        return [item async for item in iterator]
-    return list(iterator)
-
-
-async def close(client: Any) -> None:
-    await call(client.aclose if isinstance(client, AsyncQueueClient) else client.close)
 
 
 async def images_of(result: Any, flavor: str) -> list[Image.Image]:

@@ -9,7 +9,6 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,6 +20,8 @@ from fluxnb.errors import (JobCancelledError, JobFailedError, JobTimeoutError, Q
                            TransportError, ValidationError)
 from fluxnb.protocol import Completed, InProgress, Queued
 
+from .twins import call, close, collect
+
 BASE = "http://queue.test"
 RID = "req-123"
 RESP = f"{BASE}/fal-ai/flux-lora/requests/{RID}"
@@ -30,14 +31,6 @@ OUTPUT = {"images": [{"url": "data:image/png;base64,iVBORw0KGgo=", "width": 8, "
           "has_nsfw_concepts": [False], "prompt": "a cat"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["sync", "async"])
-def flavor(request: pytest.FixtureRequest) -> str:
-    return request.param
 
 
 def envelope(status: str = "IN_QUEUE", **extra: Any) -> dict[str, Any]:
@@ -103,21 +96,6 @@ def make(flavor: str, fake: Fake, base_url: str = BASE, **kwargs: Any) -> QueueC
             client.sleeps.append(delay)  # type: ignore[union-attr]
         client._sleep = record
     return client
-
-
-async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    out = fn(*args, **kwargs)
-    return await out if inspect.isawaitable(out) else out
-
-
-async def collect(iterator: Any) -> list[Any]:
-    if hasattr(iterator, "__aiter__"):
-        return [item async for item in iterator]
-    return list(iterator)
-
-
-async def close(client: Any) -> None:
-    await call(client.aclose if isinstance(client, AsyncQueueClient) else client.close)
 
 
 pytestmark = pytest.mark.anyio

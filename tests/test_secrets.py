@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import pickle
@@ -17,19 +16,13 @@ from fluxnb.client import AsyncQueueClient, QueueClient
 from fluxnb.errors import (FluxnbError, JobFailedError, JobTimeoutError, QueueHTTPError,
                            TransportError, ValidationError)
 
+from .twins import call, close
+
 pytestmark = pytest.mark.anyio
 
 KEY = "fluxnb-test-key:" + os.urandom(6).hex()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["sync", "async"])
-def flavor(request: pytest.FixtureRequest) -> str:
-    return request.param
 
 
 @pytest.fixture
@@ -52,13 +45,6 @@ def make(flavor: str, base_url: str, **kwargs: Any) -> QueueClient | AsyncQueueC
     return (QueueClient if flavor == "sync" else AsyncQueueClient)(base_url, **kwargs)
 
 
-async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    out = fn(*args, **kwargs)
-    return await out if inspect.isawaitable(out) else out
-
-
-async def close(client: Any) -> None:
-    await call(client.aclose if isinstance(client, AsyncQueueClient) else client.close)
 
 
 def assert_clean(err: BaseException) -> None:
