@@ -410,7 +410,6 @@ class JobService:
             t0 = time.perf_counter()
             output = self.engine.run(request, ctx)
             elapsed = time.perf_counter() - t0
-            ctx.check_cancelled()
             result = self._store_output(job, output, request, elapsed)
         except (EngineCancelled, DownloadStopped):
             with self._lock:
@@ -432,15 +431,14 @@ class JobService:
         else:
             with self._lock:
                 if job.cancel_requested.is_set():
-                    self._log_locked(job, "cancelled", "WARN")
-                    self._fail_locked(job, *_cancelled_error())
-                    self._drop_files_locked(job)
-                else:
-                    job.inference_time = round(elapsed, 6)
-                    job.result = result
-                    self._log_locked(job, f"done in {elapsed:.3f} s")
-                    self._complete_locked(job)
-                    self._outcomes["completed"] += 1
+                    # the engine had already finished: a late cancel never throws results away
+                    self._log_locked(job, "cancel arrived after the images were made; kept them",
+                                     "WARN")
+                job.inference_time = round(elapsed, 6)
+                job.result = result
+                self._log_locked(job, f"done in {elapsed:.3f} s")
+                self._complete_locked(job)
+                self._outcomes["completed"] += 1
         finally:
             job.image = job.mask = None
             with self._lock:

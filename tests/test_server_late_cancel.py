@@ -1,0 +1,57 @@
+"""A cancel that arrives after the engine has made its images never throws them away."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+from fluxnb.datauri import encode_data_uri
+from fluxnb.server.engines import Engine, EngineOutput
+
+from .conftest import make_test_image, make_test_mask
+
+_IN_LAST_PHASE = threading.Event()
+_RELEASE = threading.Event()
+
+
+class LateEngine(Engine):
+    """Does its steps, then (past the last cancel check) waits for the test before returning."""
+
+    name = "late"
+    description = "test engine"
+    generative = False
+
+    def run(self, request, ctx):  # type: ignore[no-untyped-def]
+        ctx.step(1, 1)
+        _IN_LAST_PHASE.set()
+        _RELEASE.wait(10)
+        return EngineOutput(images=[request.image.copy()])
+
+
+def _png(image) -> str:  # type: ignore[no-untyped-def]
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return encode_data_uri(buf.getvalue(), "image/png")
+
+
+def test_late_cancel_keeps_the_finished_images(server_factory) -> None:
+    server = server_factory(engine=f"{__name__}:LateEngine")
+    body = {"prompt": "p", "image_url": _png(make_test_image()), "mask_url": _png(make_test_mask())}
+    with httpx.Client() as http:
+        job = http.post(f"{server.base_url}/fal-ai/flux-lora/inpainting", json=body).json()
+        assert _IN_LAST_PHASE.wait(10)
+        cancel = http.put(job["cancel_url"])
+        assert cancel.status_code == 202
+        _RELEASE.set()
+        with http.stream("GET", job["status_url"] + "/stream", params={"logs": "1"}) as stream:
+            for line in stream.iter_lines():
+                if '"COMPLETED"' in line:
+                    break
+        status = http.get(job["status_url"], params={"logs": "1"}).json()
+        result = http.get(job["response_url"])
+    assert status["status"] == "COMPLETED" and status.get("error") is None
+    assert any("kept them" in entry["message"] for entry in status["logs"])
+    assert result.status_code == 200 and len(result.json()["images"]) == 1
