@@ -81,11 +81,29 @@ class Queued:
     position: int
 
 
+def _logs_summary(logs: list[LogEntry] | None) -> str:
+    """``logs=None`` or ``logs=[12 lines, last 'step 3/24']``: short enough for ``on_update=print``."""
+    if logs is None:
+        return "logs=None"
+    if not logs:
+        return "logs=[]"
+    last = logs[-1].message
+    last = last if len(last) <= 60 else last[:57] + "..."
+    return f"logs=[{len(logs)} line{'s' if len(logs) != 1 else ''}, last {last!r}]"
+
+
 @dataclass(frozen=True)
 class InProgress:
-    """Running; ``logs`` is None unless logs were asked for."""
+    """Running; ``logs`` is None unless logs were asked for.
+
+    >>> InProgress([LogEntry("seed: 1"), LogEntry("step 3/24")])
+    InProgress(logs=[2 lines, last 'step 3/24'])
+    """
 
     logs: list[LogEntry] | None = None
+
+    def __repr__(self) -> str:
+        return f"InProgress({_logs_summary(self.logs)})"
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,12 @@ class Completed:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def __repr__(self) -> str:
+        parts = [_logs_summary(self.logs), f"metrics={self.metrics!r}"]
+        if self.error is not None:
+            parts += [f"error={self.error!r}", f"error_type={self.error_type!r}"]
+        return f"Completed({', '.join(parts)})"
 
 
 Status = Union[Queued, InProgress, Completed]
