@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["fluxnb.schema", "fluxnb.protocol", "fluxnb.datauri", "fluxnb.errors", "fluxnb.figures",
+           "fluxnb.server.runner",
            "fluxnb.demo", "fluxnb.server.engines"]
 
 

@@ -222,6 +222,10 @@ class JobService:
                start_timeout: float | None = None, ignored: list[str] | None = None) -> Job:
         """Queue a job. ``image``/``mask`` are pre-decoded data-URI inputs; when None the
         worker downloads ``params["image_url"]`` / ``params["mask_url"]``."""
+        params = dict(params)
+        for name, decoded in (("image_url", image), ("mask_url", mask)):
+            if decoded is not None:  # keep a short note, not megabytes of base64, per stored job
+                params[name] = _elide(str(params.get(name, "")))
         job = Job(id=str(uuid.uuid4()), app=app, params=params, image=image, mask=mask,
                   priority=_PRIORITIES.get(priority, 0))
         if start_timeout is not None:
@@ -531,6 +535,13 @@ class JobService:
         job.files_token = None
         if entry is not None:
             shutil.rmtree(entry[0], ignore_errors=True)
+
+
+def _elide(uri: str) -> str:
+    """``data:image/png;base64,iVBO... (123456 chars)`` for a long data URI; others unchanged."""
+    if not uri.startswith("data:") or len(uri) <= 64:
+        return uri
+    return f"{uri[:40]}... ({len(uri)} chars)"
 
 
 def _cancelled_error() -> tuple[int, dict[str, Any], str, str]:

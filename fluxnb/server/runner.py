@@ -40,6 +40,24 @@ def _startup_line(config: ServerConfig, service: JobService, port: int) -> str:
     return line
 
 
+def _exposure_warnings(config: ServerConfig) -> list[str]:
+    """What to warn about when the server is reachable from other machines.
+
+    >>> _exposure_warnings(ServerConfig(host="0.0.0.0"))[0][:40]
+    'listening beyond loopback (0.0.0.0) with'
+    """
+    if config.host in ("127.0.0.1", "localhost", "::1"):
+        return []
+    warnings = []
+    if config.key is None:
+        warnings.append(f"listening beyond loopback ({config.host}) without --key: anyone who can "
+                        "reach this port can submit jobs")
+    if config.certfile is None:
+        warnings.append(f"listening beyond loopback ({config.host}) without TLS: keys and images "
+                        "cross the network in clear text (use --certfile/--keyfile)")
+    return warnings
+
+
 def _host_for_url(host: str) -> str:
     if host in ("0.0.0.0", "", "::"):
         return "127.0.0.1"
@@ -177,4 +195,6 @@ def serve(config: ServerConfig | None = None) -> None:
         logger.setLevel(logging.INFO)
     app = create_app(config)
     logger.info(_startup_line(config, app.state.service, config.port))
+    for warning in _exposure_warnings(config):
+        logger.warning(warning)
     uvicorn.Server(_uvicorn_config(app, config, log_level="info")).run()

@@ -1,4 +1,4 @@
-"""A cancel that arrives after the engine has made its images never throws them away."""
+"""Job bookkeeping: late cancels keep finished images; stored jobs stay small."""
 
 from __future__ import annotations
 
@@ -55,3 +55,14 @@ def test_late_cancel_keeps_the_finished_images(server_factory) -> None:
     assert status["status"] == "COMPLETED" and status.get("error") is None
     assert any("kept them" in entry["message"] for entry in status["logs"])
     assert result.status_code == 200 and len(result.json()["images"]) == 1
+
+
+def test_stored_jobs_do_not_keep_the_base64_inputs(live_server) -> None:
+    image = _png(make_test_image(200, 150))
+    body = {"prompt": "p", "image_url": image, "mask_url": _png(make_test_mask(200, 150))}
+    with httpx.Client() as http:
+        job = http.post(f"{live_server.base_url}/fal-ai/flux-lora/inpainting", json=body).json()
+        assert http.get(job["response_url"]).status_code in (200, 400)
+    stored = live_server.service.get(job["request_id"])
+    assert len(image) > 10_000
+    assert len(stored.params["image_url"]) < 100 and stored.params["image_url"].startswith("data:image/png")
