@@ -85,6 +85,33 @@ def _event_status(event: SSEEvent) -> Status | None:
         return None
 
 
+# The server closes the stream right after COMPLETED. Reading that end keeps the connection in
+# the pool, so the result GET that follows reuses it instead of paying a new TCP + TLS handshake.
+_DRAIN_LIMIT = 1 << 20
+
+
+def _drain(chunks: Iterator[str]) -> None:
+    read = 0
+    try:
+        for chunk in chunks:
+            read += len(chunk)
+            if read > _DRAIN_LIMIT:
+                return
+    except httpx.HTTPError:
+        pass
+
+
+async def _adrain(chunks: AsyncIterator[str]) -> None:
+    read = 0
+    try:
+        async for chunk in chunks:
+            read += len(chunk)
+            if read > _DRAIN_LIMIT:
+                return
+    except httpx.HTTPError:
+        pass
+
+
 def _numpy_scalar(value: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return value.item()
@@ -633,14 +660,17 @@ class QueueClient(_BaseClient):
             with self._http.stream(request.pop("method"), request.pop("url"), **request) as response:
                 self._stream_opened(response)
                 parser = SSEParser()
-                for chunk in response.iter_text():
+                chunks = response.iter_text()
+                for chunk in chunks:
                     for event in parser.feed(chunk):
                         status = _event_status(event)
                         if status is None:
                             continue
-                        yield status
                         if isinstance(status, Completed):
+                            _drain(chunks)
+                            yield status
                             return
+                        yield status
                     _check_deadline(deadline)  # also after keep-alive comments
         except httpx.TimeoutException:
             _check_deadline(deadline)
@@ -870,14 +900,17 @@ class AsyncQueueClient(_BaseClient):
                                          **request) as response:
                 self._stream_opened(response)
                 parser = SSEParser()
-                async for chunk in response.aiter_text():
+                achunks = response.aiter_text()
+                async for chunk in achunks:
                     for event in parser.feed(chunk):
                         status = _event_status(event)
                         if status is None:
                             continue
-                        yield status
                         if isinstance(status, Completed):
+                            await _adrain(achunks)
+                            yield status
                             return
+                        yield status
                     _check_deadline(deadline)  # also after keep-alive comments
         except httpx.TimeoutException:
             _check_deadline(deadline)

@@ -119,6 +119,17 @@ async def test_run_with_callbacks(flavor, live_server, image, mask, caplog):
     assert "/status -> " not in caplog.text  # ... with no status polls
 
 
+async def test_consecutive_runs_share_one_connection(flavor, live_server, image, mask, caplog):
+    """The stream is read to its end after COMPLETED, so the result GET and the next job reuse the
+    pooled connection instead of opening (and, on TLS, handshaking) a new one."""
+    caplog.set_level(logging.DEBUG, logger="httpcore.connection")
+    client = make(flavor, live_server.base_url)
+    for seed in (1, 2, 3):
+        await call(client.run, prompt="p", image_url=image, mask_url=mask, seed=seed)
+    await close(client)
+    assert caplog.text.count("connect_tcp.started") == 1
+
+
 async def test_async_callbacks(live_server, image, mask):
     seen: list[str] = []
 
