@@ -60,6 +60,15 @@ class _Deadline(Exception):
     """Internal: the wait's deadline passed."""
 
 
+#: With a deadline, no single stream read waits longer than this; a silent stream is then
+#: reopened, so a timeout is honoured within this many seconds even between keep-alives.
+_DEADLINE_SLICE = 2.0
+
+
+class _StreamSilent(Exception):
+    """Internal: the stream was quiet for a slice of the deadline; reopen it."""
+
+
 class _StreamUnavailable(Exception):
     """Internal: the SSE stream cannot be used (not offered, or broke); poll instead."""
 
@@ -67,6 +76,18 @@ class _StreamUnavailable(Exception):
 def _check_deadline(deadline: float | None) -> None:
     if deadline is not None and time.monotonic() >= deadline:
         raise _Deadline
+
+
+def _check_stream_deadline(deadline: float | None, read_timeout: float) -> None:
+    """After each stream chunk: _Deadline when time is up; _StreamSilent (reopen with a shorter
+    read timeout) when the next read could block past the deadline."""
+    if deadline is None:
+        return
+    now = time.monotonic()
+    if now >= deadline:
+        raise _Deadline
+    if now + read_timeout > deadline + 0.05:
+        raise _StreamSilent
 
 
 def _poll_wait(interval: float, deadline: float | None) -> float:
@@ -405,7 +426,7 @@ class _BaseClient:
         # Each read waits at most until the deadline; a server silent for longer than
         # _STREAM_IDLE (fal sends a keep-alive every 15 s) is given up on in favour of polling.
         read = _STREAM_IDLE if deadline is None else \
-            max(0.01, min(_STREAM_IDLE, deadline - time.monotonic() + 0.05))
+            max(0.01, min(_DEADLINE_SLICE, deadline - time.monotonic() + 0.05))
         return {
             "method": "GET",
             "url": url,
@@ -637,15 +658,17 @@ class QueueClient(_BaseClient):
         return outcome != "ALREADY_COMPLETED"  # it finished just as time ran out
 
     def _follow(self, job: Job, *, logs: bool, deadline: float | None) -> Iterator[Status]:
-        if self._stream_ok:
+        while self._stream_ok:
             try:
                 with contextlib.closing(self._stream(job, logs=logs, deadline=deadline)) as events:
                     for status in events:
                         yield status
                         if isinstance(status, Completed):
                             return
+            except _StreamSilent:
+                continue
             except _StreamUnavailable:
-                pass
+                break
         while True:
             _check_deadline(deadline)
             status = self.status(job, logs=logs)
@@ -656,6 +679,7 @@ class QueueClient(_BaseClient):
 
     def _stream(self, job: Job, *, logs: bool, deadline: float | None) -> Iterator[Status]:
         request = self._stream_request(job, logs, deadline)
+        read_timeout = request["timeout"].read
         try:
             with self._http.stream(request.pop("method"), request.pop("url"), **request) as response:
                 self._stream_opened(response)
@@ -671,10 +695,10 @@ class QueueClient(_BaseClient):
                             yield status
                             return
                         yield status
-                    _check_deadline(deadline)  # also after keep-alive comments
+                    _check_stream_deadline(deadline, read_timeout)  # also after keep-alives
         except httpx.TimeoutException:
             _check_deadline(deadline)
-            raise _StreamUnavailable from None
+            raise (_StreamSilent if deadline is not None else _StreamUnavailable) from None
         except httpx.TransportError as exc:
             log.debug("status stream of %s broke (%s); polling", job.request_id, type(exc).__name__)
             raise _StreamUnavailable from None
@@ -874,7 +898,7 @@ class AsyncQueueClient(_BaseClient):
 
     async def _follow(self, job: AsyncJob, *, logs: bool, deadline: float | None
                       ) -> AsyncIterator[Status]:
-        if self._stream_ok:
+        while self._stream_ok:
             try:
                 async with contextlib.aclosing(self._stream(job, logs=logs, deadline=deadline)) \
                         as events:
@@ -882,8 +906,10 @@ class AsyncQueueClient(_BaseClient):
                         yield status
                         if isinstance(status, Completed):
                             return
+            except _StreamSilent:
+                continue
             except _StreamUnavailable:
-                pass
+                break
         while True:
             _check_deadline(deadline)
             status = await self.status(job, logs=logs)
@@ -895,6 +921,7 @@ class AsyncQueueClient(_BaseClient):
     async def _stream(self, job: AsyncJob, *, logs: bool, deadline: float | None
                       ) -> AsyncIterator[Status]:
         request = self._stream_request(job, logs, deadline)
+        read_timeout = request["timeout"].read
         try:
             async with self._http.stream(request.pop("method"), request.pop("url"),
                                          **request) as response:
@@ -911,10 +938,10 @@ class AsyncQueueClient(_BaseClient):
                             yield status
                             return
                         yield status
-                    _check_deadline(deadline)  # also after keep-alive comments
+                    _check_stream_deadline(deadline, read_timeout)  # also after keep-alives
         except httpx.TimeoutException:
             _check_deadline(deadline)
-            raise _StreamUnavailable from None
+            raise (_StreamSilent if deadline is not None else _StreamUnavailable) from None
         except httpx.TransportError as exc:
             log.debug("status stream of %s broke (%s); polling", job.request_id, type(exc).__name__)
             raise _StreamUnavailable from None

@@ -349,3 +349,24 @@ async def test_tls_server_with_a_ca_bundle_path(flavor, server_factory, tmp_path
         await call(untrusting.status, untrusting.job("x"))
     await close(untrusting)
     assert info.value.attempts == 1
+
+
+async def test_timeout_is_honoured_between_stream_events(flavor, server_factory, image, mask):
+    """A job that starts running mid-wait and then stays silent: the wait still ends at its
+    timeout (not when the next event happens to arrive) and the job is cancelled."""
+    server = server_factory(engine="null", engine_options={"delay": 1.5}, workers=1,
+                            keepalive_interval=30.0)
+    client = make(flavor, server.base_url)
+    blocker = await call(client.submit, prompt="p", image_url=image, mask_url=mask)
+    started = time.monotonic()
+    with pytest.raises(JobTimeoutError) as caught:
+        await call(client.run, prompt="p", image_url=image, mask_url=mask, timeout=2.2, logs=False)
+    waited = time.monotonic() - started
+    with pytest.raises(JobCancelledError):  # the cancel lands at the engine's next step
+        await call(client.wait, caught.value.request_id)
+    final = await call(client.status, caught.value.request_id)
+    await call(client.cancel, blocker)
+    await close(client)
+    assert caught.value.cancelled and isinstance(final, Completed) and final.error
+    # without the fix the wait runs until the job completes at ~3.0 s and returns a result
+    assert waited < 2.9, waited
