@@ -75,6 +75,9 @@ def main(image_path, mask_path):
     except fal_client.FalClientHTTPError as exc:
         seen["cancel_completed"] = {"status_code": exc.status_code, "message": str(exc)}
 
+    # run(): fal's synchronous API, at FAL_RUN_HOST=127.0.0.1:P/_fluxnb/run
+    seen["run"] = fal_client.run(APP, arguments=args)
+
     # a validation error surfaces as FalClientHTTPError 422 at submit
     try:
         fal_client.submit(APP, arguments=dict(args, num_inference_steps=99))

@@ -37,7 +37,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict:
                           cert=cert, key=key, log=folder / "server.log")
     with server:
         env = dict(os.environ, FAL_KEY="conformance-test-key",
-                   FAL_QUEUE_RUN_HOST=f"127.0.0.1:{server.port}", FAL_RUN_HOST=f"127.0.0.1:{server.port}",
+                   FAL_QUEUE_RUN_HOST=f"127.0.0.1:{server.port}", FAL_RUN_HOST=f"127.0.0.1:{server.port}/_fluxnb/run",
                    SSL_CERT_FILE=str(cert), NO_PROXY="127.0.0.1,localhost")
         done = subprocess.run([sys.executable, str(HERE / "fal_client_probe.py"), str(image_path),
                                str(mask_path)], env=env, capture_output=True, text=True, timeout=120)
@@ -106,6 +106,13 @@ def test_cancel_queued_job_and_completed_job(probe: dict) -> None:
     assert probe["victim_result_error"]["status_code"] == 400
     assert probe["cancel_completed"]["status_code"] == 400
     assert "ALREADY_COMPLETED" in probe["cancel_completed"]["message"]
+
+
+def test_run_uses_the_synchronous_api_and_gets_the_output(probe: dict) -> None:
+    out = probe["run"]
+    assert "status" not in out and "request_id" not in out  # the output, not a queue envelope
+    assert out["seed"] == 7 and len(out["images"]) == 1
+    assert out["images"][0]["url"].startswith(f"https://127.0.0.1:{probe['_port']}/")
 
 
 def test_validation_error_is_a_422_naming_the_field(probe: dict) -> None:

@@ -66,3 +66,18 @@ def test_stored_jobs_do_not_keep_the_base64_inputs(live_server) -> None:
     stored = live_server.service.get(job["request_id"])
     assert len(image) > 10_000
     assert len(stored.params["image_url"]) < 100 and stored.params["image_url"].startswith("data:image/png")
+
+
+def test_sync_run_route_answers_with_the_output(live_server) -> None:
+    body = {"prompt": "p", "image_url": _png(make_test_image()), "mask_url": _png(make_test_mask()),
+            "seed": 9, "num_images": 2}
+    url = f"{live_server.base_url}/_fluxnb/run/fal-ai/flux-lora/inpainting"
+    with httpx.Client() as http:
+        out = http.post(url, json=body)
+        bad = http.post(url, json=dict(body, strength=3))
+        unknown_app = http.post(f"{live_server.base_url}/_fluxnb/run/fal-ai/other", json=body)
+    assert out.status_code == 200
+    data = out.json()
+    assert data["seed"] == 9 and [(i["width"], i["height"]) for i in data["images"]] == [(96, 64)] * 2
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "strength"]
+    assert unknown_app.status_code == 404

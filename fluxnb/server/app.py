@@ -4,6 +4,7 @@ Routes (``{app}`` is ``owner/app``, or ``workflows/owner/app``):
 
 - ``POST /{app}/{path}`` submit; ``GET /{app}/requests/{id}/status[/stream]``;
   ``GET /{app}/requests/{id}`` result; ``PUT /{app}/requests/{id}/cancel``
+- ``POST /_fluxnb/run/{app}/{path}``: fal's synchronous API (answers with the output itself)
 - ``GET /_fluxnb/info``, ``GET /_fluxnb/stats``, ``GET /_fluxnb/files/{token}/{name}``
 
 >>> from fluxnb.server import ServerConfig, create_app
@@ -43,6 +44,8 @@ logger = logging.getLogger("fluxnb.server")
 _REQUEST_ROUTE = re.compile(r"^/(?P<app>.+?)/requests/(?P<id>[^/]+)(?P<tail>/status(?:/stream)?|/cancel)?/?$")
 _HOST_OK = re.compile(r"^[A-Za-z0-9._\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _TRUE = {"1", "true", "yes", "on"}
+#: fal's synchronous API lives here (fal.run has no queue): ``POST /_fluxnb/run/{app id}``.
+RUN_PREFIX = "/_fluxnb/run/"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -142,9 +145,8 @@ def create_app(config: ServerConfig, service: JobService | None = None) -> FastA
 
     # -- fal's queue routes ----------------------------------------------------------------
 
-    @app.post("/{full_path:path}")
-    async def submit(request: Request, full_path: str) -> Response:
-        svc.count("submit")
+    async def accept(request: Request, full_path: str) -> Job | Response:
+        """Check auth, app id, headers and body; queue the job (or say why not)."""
         denied = auth_error(request)
         if denied is not None:
             svc.count_rejected()
@@ -173,8 +175,36 @@ def create_app(config: ServerConfig, service: JobService | None = None) -> FastA
             svc.count_rejected()
             return checked
         params, image, mask, ignored = checked
-        job = svc.submit(f"{owner}/{name}", params, image=image, mask=mask, priority=priority,
-                         start_timeout=start_timeout, ignored=ignored)
+        return svc.submit(f"{owner}/{name}", params, image=image, mask=mask, priority=priority,
+                          start_timeout=start_timeout, ignored=ignored)
+
+    @app.post(RUN_PREFIX + "{full_path:path}")
+    async def run_sync(request: Request, full_path: str) -> Response:
+        """fal's synchronous API (``fal.run``): the output itself, once the job is done.
+        Point fal-client's ``run()`` here with ``FAL_RUN_HOST=host:port/_fluxnb/run``."""
+        svc.count("run")
+        job = await accept(request, full_path)
+        if isinstance(job, Response):
+            return job
+        with svc.watch(job) as changed:
+            while job.state != COMPLETED:
+                changed.clear()
+                if job.state == COMPLETED:
+                    break
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=1.0)
+                except TimeoutError:
+                    if await request.is_disconnected():  # nobody is waiting any more
+                        svc.cancel(job.id)
+                        return _detail(499, "Client closed the request")
+        return _result(request, job)
+
+    @app.post("/{full_path:path}")
+    async def submit(request: Request, full_path: str) -> Response:
+        svc.count("submit")
+        job = await accept(request, full_path)
+        if isinstance(job, Response):
+            return job
         body: dict[str, Any] = {"status": "IN_QUEUE", **urls(request, job), "logs": None, "metrics": {},
                 "queue_position": svc.position(job) or 0, "gateway_request_id": job.id}
         return JSONResponse(body, headers={"x-fal-request-id": job.id})

@@ -157,7 +157,7 @@ class JobService:
         if self.engine.max_concurrency is not None:
             slots = max(1, min(slots, self.engine.max_concurrency))
         self._slots = threading.BoundedSemaphore(slots)
-        self._requests = dict.fromkeys(("submit", "status", "stream", "result", "cancel", "files"),
+        self._requests = dict.fromkeys(("submit", "run", "status", "stream", "result", "cancel", "files"),
                                        0)
         self._outcomes = dict.fromkeys(("submitted", "completed", "failed", "cancelled",
                                         "timed_out", "rejected"), 0)
