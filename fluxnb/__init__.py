@@ -60,11 +60,18 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .client import AsyncJob, AsyncQueueClient, Job, QueueClient
     from .backends import connect
+    from .client import AsyncJob, AsyncQueueClient, Job, QueueClient
     from .demo import demo_inputs
-    from .errors import (FluxnbError, JobCancelledError, JobFailedError, JobTimeoutError,
-                         QueueHTTPError, TransportError, ValidationError)
+    from .errors import (
+        FluxnbError,
+        JobCancelledError,
+        JobFailedError,
+        JobTimeoutError,
+        QueueHTTPError,
+        TransportError,
+        ValidationError,
+    )
     from .figures import before_mask_after
     from .images import load_image, load_mask, to_data_uri
     from .result import InpaintResult

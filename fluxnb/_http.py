@@ -17,8 +17,7 @@ import httpx
 
 from . import protocol
 from ._version import __version__
-from .errors import (FluxnbError, JobCancelledError, JobFailedError, QueueHTTPError,
-                     ValidationError)
+from .errors import FluxnbError, JobCancelledError, JobFailedError, QueueHTTPError, ValidationError
 from .protocol import LogEntry
 
 __all__ = [

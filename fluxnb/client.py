@@ -19,21 +19,33 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from . import _http
-from ._http import (USER_AGENT, Secret, cancel_outcome, error_for_response, extra_submit_headers,
-                    is_fal_url, job_urls, log_path, merge_logs, read_json, result_error,
-                    retry_delay, same_host, strip_query)
+from ._http import (
+    USER_AGENT,
+    Secret,
+    cancel_outcome,
+    error_for_response,
+    extra_submit_headers,
+    is_fal_url,
+    job_urls,
+    log_path,
+    merge_logs,
+    read_json,
+    result_error,
+    retry_delay,
+    same_host,
+    strip_query,
+)
 from .datauri import decode_data_uri, encode_data_uri
 from .errors import FluxnbError, JobTimeoutError, QueueHTTPError, TransportError
 from .images import encode_image, is_url
-from .protocol import (DEFAULT_BASE_URL, Completed, LogEntry, Status, parse_status, request_path,
-                       split_app_id)
+from .protocol import DEFAULT_BASE_URL, Completed, LogEntry, Status, parse_status, request_path, split_app_id
 from .result import InpaintResult
 from .schema import ENDPOINT_ID, validate_input
 from .sse import SSEEvent, SSEParser
@@ -563,13 +575,14 @@ class QueueClient(_BaseClient):
         params = {"fal_webhook": webhook_url} if webhook_url else None
         response = self._send("POST", self._submit_url(), idempotent=False, json=body,
                               params=params, headers={"Content-Type": "application/json", **extra})
-        return self._job_from_submit(response)
+        job: Job = self._job_from_submit(response)
+        return job
 
     def status(self, job: Job | str, *, logs: bool = False) -> Status:
         """The job's status now: Queued, InProgress or Completed (``logs`` asks for its log lines)."""
-        job = self._as_job(job)
-        response = self._send("GET", job.status_url, params={"logs": "1" if logs else "0"})
-        return self._status_from(response, job)
+        handle: Job = self._as_job(job)
+        response = self._send("GET", handle.status_url, params={"logs": "1" if logs else "0"})
+        return self._status_from(response, handle)
 
     def stream_status(self, job: Job | str, *, logs: bool = True) -> Iterator[Status]:
         """Statuses as they change, until Completed: the SSE stream, or polling every
@@ -579,14 +592,14 @@ class QueueClient(_BaseClient):
     def result(self, job: Job | str) -> InpaintResult:
         """The job's output. A job that completed with an error raises JobFailedError
         (JobCancelledError when it was cancelled)."""
-        job = self._as_job(job)
-        return self._result_from(self._send("GET", job.response_url), job)
+        handle: Job = self._as_job(job)
+        return self._result_from(self._send("GET", handle.response_url), handle)
 
     def cancel(self, job: Job | str) -> str:
         """Ask the server to cancel: ``"CANCELLATION_REQUESTED"``, or ``"ALREADY_COMPLETED"``.
         An unknown job raises QueueHTTPError (404)."""
-        job = self._as_job(job)
-        return self._cancel_from(self._send("PUT", job.cancel_url), job)
+        handle: Job = self._as_job(job)
+        return self._cancel_from(self._send("PUT", handle.cancel_url), handle)
 
     def wait(self, job: Job | str, *, timeout: float | None = None,
              on_update: Callable[[Status], Any] | None = None, logs: bool = True) -> InpaintResult:
@@ -657,7 +670,7 @@ class QueueClient(_BaseClient):
         log.debug("cancel of %s after its timeout: %s", job.request_id, outcome)
         return outcome != "ALREADY_COMPLETED"  # it finished just as time ran out
 
-    def _follow(self, job: Job, *, logs: bool, deadline: float | None) -> Iterator[Status]:
+    def _follow(self, job: Job, *, logs: bool, deadline: float | None) -> Generator[Status, None, None]:
         while self._stream_ok:
             try:
                 with contextlib.closing(self._stream(job, logs=logs, deadline=deadline)) as events:
@@ -677,7 +690,7 @@ class QueueClient(_BaseClient):
                 return
             self._sleep(_poll_wait(self.poll_interval, deadline))
 
-    def _stream(self, job: Job, *, logs: bool, deadline: float | None) -> Iterator[Status]:
+    def _stream(self, job: Job, *, logs: bool, deadline: float | None) -> Generator[Status, None, None]:
         request = self._stream_request(job, logs, deadline)
         read_timeout = request["timeout"].read
         try:
@@ -812,13 +825,14 @@ class AsyncQueueClient(_BaseClient):
         response = await self._send("POST", self._submit_url(), idempotent=False, json=body,
                                     params=params,
                                     headers={"Content-Type": "application/json", **extra})
-        return self._job_from_submit(response)  # type: ignore[no-any-return]
+        job: AsyncJob = self._job_from_submit(response)
+        return job
 
     async def status(self, job: AsyncJob | str, *, logs: bool = False) -> Status:
         """See :meth:`QueueClient.status`."""
-        job = self._as_job(job)
-        response = await self._send("GET", job.status_url, params={"logs": "1" if logs else "0"})
-        return self._status_from(response, job)
+        handle: AsyncJob = self._as_job(job)
+        response = await self._send("GET", handle.status_url, params={"logs": "1" if logs else "0"})
+        return self._status_from(response, handle)
 
     def stream_status(self, job: AsyncJob | str, *, logs: bool = True) -> AsyncIterator[Status]:
         """See :meth:`QueueClient.stream_status`; an async iterator."""
@@ -826,13 +840,13 @@ class AsyncQueueClient(_BaseClient):
 
     async def result(self, job: AsyncJob | str) -> InpaintResult:
         """See :meth:`QueueClient.result`."""
-        job = self._as_job(job)
-        return self._result_from(await self._send("GET", job.response_url), job)
+        handle: AsyncJob = self._as_job(job)
+        return self._result_from(await self._send("GET", handle.response_url), handle)
 
     async def cancel(self, job: AsyncJob | str) -> str:
         """See :meth:`QueueClient.cancel`."""
-        job = self._as_job(job)
-        return self._cancel_from(await self._send("PUT", job.cancel_url), job)
+        handle: AsyncJob = self._as_job(job)
+        return self._cancel_from(await self._send("PUT", handle.cancel_url), handle)
 
     async def wait(self, job: AsyncJob | str, *, timeout: float | None = None,
                    on_update: Callable[[Status], Any] | None = None,
@@ -897,7 +911,7 @@ class AsyncQueueClient(_BaseClient):
         return outcome != "ALREADY_COMPLETED"  # it finished just as time ran out
 
     async def _follow(self, job: AsyncJob, *, logs: bool, deadline: float | None
-                      ) -> AsyncIterator[Status]:
+                      ) -> AsyncGenerator[Status, None]:
         while self._stream_ok:
             try:
                 async with contextlib.aclosing(self._stream(job, logs=logs, deadline=deadline)) \
@@ -919,7 +933,7 @@ class AsyncQueueClient(_BaseClient):
             await self._sleep(_poll_wait(self.poll_interval, deadline))
 
     async def _stream(self, job: AsyncJob, *, logs: bool, deadline: float | None
-                      ) -> AsyncIterator[Status]:
+                      ) -> AsyncGenerator[Status, None]:
         request = self._stream_request(job, logs, deadline)
         read_timeout = request["timeout"].read
         try:

@@ -32,6 +32,8 @@ def demo_inputs() -> tuple[Image.Image, Image.Image]:
     """(image, mask): matplotlib's ``grace_hopper.jpg`` as RGB and a generated mask."""
     from matplotlib import cbook
 
-    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+    # asfileobj=False gives the path (typed ``str``); opening it "rb" is what asfileobj=True does
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    with open(path, "rb") as handle:
         image = Image.open(handle).convert("RGB")
     return image, demo_mask(image.size)

@@ -16,7 +16,7 @@ and request ids, never from request headers.
 >>> from fluxnb.errors import FluxnbError, JobTimeoutError
 >>> issubclass(JobTimeoutError, TimeoutError) and issubclass(JobTimeoutError, FluxnbError)
 True
-"""
+"""  # noqa: E501 - the tree above is a diagram; its columns line up only at this width
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def before_mask_after(
     sheet = Image.new("RGB", (width, height + title_h + caption_h + 2 * gap), _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     x = gap
-    for tile, name in zip(tiles, names):
+    for tile, name in zip(tiles, names, strict=True):  # names has one entry per tile
         draw.text((x + tile.width / 2, gap + font_size / 2), name, fill=_TEXT, font=font, anchor="mm")
         sheet.paste(tile, (x, gap + title_h))
         x += tile.width + gap

@@ -115,7 +115,7 @@ def _bytes_to_payload(data: bytes, *, mask: bool, what: str) -> tuple[bytes, str
         if mime == "image/png":
             return data, mime
     elif mime in _PASS_THROUGH:
-        return data, mime  # type: ignore[return-value]
+        return data, mime
     img = _decode(data, what)
     return _png_bytes(_normalise_mode(img, mask=mask)), "image/png"
 

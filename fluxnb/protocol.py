@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -126,7 +126,7 @@ class Completed:
         return f"Completed({', '.join(parts)})"
 
 
-Status = Union[Queued, InProgress, Completed]
+Status = Queued | InProgress | Completed
 
 
 def parse_logs(data: Any) -> list[LogEntry] | None:
@@ -226,8 +226,9 @@ def backoff_delay(
     Exponential (``base * 2**(attempt-1)``) with jitter x0.5-1.5, capped at ``cap``; a server's
     ``Retry-After`` wins when it is longer, up to 60 s.
     """
-    draw = (rng or random).uniform(0.5, 1.5)
-    delay = min(cap, base * (2 ** (attempt - 1))) * draw
+    draw = rng.uniform(0.5, 1.5) if rng is not None else random.uniform(0.5, 1.5)
+    growth: float = 2 ** (attempt - 1)  # int ** int is typed Any (a negative power is a float)
+    delay = min(cap, base * growth) * draw
     if retry_after is not None:
         delay = max(delay, min(retry_after, 60.0))
     return delay

@@ -187,7 +187,7 @@ class InpaintResult:
 
     def _decode_all(self, blobs: list[bytes]) -> list[Image.Image]:
         if self._pil is None:
-            images = []
+            images: list[Image.Image] = []
             for blob in blobs:
                 img = Image.open(io.BytesIO(blob))
                 img.load()

@@ -60,7 +60,7 @@ def _parse_expiry(value: Any, now: float) -> float:
         except ValueError:
             return now + _DEFAULT_TTL
         if when.tzinfo is None:
-            when = when.replace(tzinfo=_dt.timezone.utc)
+            when = when.replace(tzinfo=_dt.UTC)
         return when.timestamp()
     return now + _DEFAULT_TTL
 
@@ -79,7 +79,8 @@ def parse_token(body: Any, *, cdn_url: str, now: float) -> StorageToken:
 def parse_access_url(body: Any) -> str:
     if not isinstance(body, Mapping) or not isinstance(body.get("access_url"), str):
         raise QueueHTTPError(200, f"upload answer has no 'access_url': {str(body)[:200]}")
-    return body["access_url"]
+    access_url: str = body["access_url"]  # checked to be a str just above
+    return access_url
 
 
 class _StorageBase:

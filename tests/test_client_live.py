@@ -17,8 +17,14 @@ from PIL import Image
 
 from fluxnb.client import AsyncJob, AsyncQueueClient, Job, QueueClient
 from fluxnb.datauri import encode_data_uri
-from fluxnb.errors import (JobCancelledError, JobFailedError, JobTimeoutError, QueueHTTPError,
-                           TransportError, ValidationError)
+from fluxnb.errors import (
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+    QueueHTTPError,
+    TransportError,
+    ValidationError,
+)
 from fluxnb.protocol import Completed, InProgress, Queued, progress_from_logs
 
 from .conftest import make_test_image, make_test_mask

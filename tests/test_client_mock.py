@@ -16,8 +16,14 @@ import pytest
 
 from fluxnb import __version__
 from fluxnb.client import AsyncJob, AsyncQueueClient, Job, QueueClient
-from fluxnb.errors import (JobCancelledError, JobFailedError, JobTimeoutError, QueueHTTPError,
-                           TransportError, ValidationError)
+from fluxnb.errors import (
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+    QueueHTTPError,
+    TransportError,
+    ValidationError,
+)
 from fluxnb.protocol import Completed, InProgress, Queued
 
 from .twins import call, close, collect
@@ -335,7 +341,8 @@ async def test_transport_retries_run_out(flavor):
 
 async def test_html_502(flavor):
     fake = Fake()
-    fake.set("GET", STATUS, httpx.Response(502, html="<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"))
+    fake.set("GET", STATUS,
+             httpx.Response(502, html="<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"))
     client = make(flavor, fake, max_retries=1)
     with pytest.raises(QueueHTTPError) as info:
         await call(client.status, client.job(RID))
@@ -445,7 +452,8 @@ async def test_result_errors(flavor):
     fake = Fake()
     detail = [{"loc": ["body", "image_url"], "msg": "could not download", "type": "file_download_error"}]
     fake.set("GET", RESULT,
-             httpx.Response(422, json={"detail": detail}, headers={"X-Fal-Error-Type": "file_download_error"}),
+             httpx.Response(422, json={"detail": detail},
+                            headers={"X-Fal-Error-Type": "file_download_error"}),
              httpx.Response(400, json={"detail": "Request was cancelled", "error_type": "request_cancelled"}),
              httpx.Response(400, json={"detail": "Request is still in progress"}),
              httpx.Response(404, json={"detail": "Request not found"}))
@@ -509,7 +517,8 @@ async def test_wait_uses_stream(flavor):
 
 async def test_stream_sending_only_new_logs(flavor):
     fake = Fake()
-    fake.set("GET", STREAM, sse(envelope("IN_PROGRESS", logs=[log("a")]), envelope("IN_PROGRESS", logs=[log("b")]),
+    fake.set("GET", STREAM, sse(envelope("IN_PROGRESS", logs=[log("a")]),
+                                envelope("IN_PROGRESS", logs=[log("b")]),
                                 envelope("COMPLETED", logs=[], metrics={})))
     client = make(flavor, fake)
     result = await call(client.wait, client.job(RID))
@@ -653,7 +662,8 @@ async def test_upload_error_mapped(flavor, image):
 async def test_debug_logging(flavor, caplog):
     caplog.set_level(logging.DEBUG, logger="fluxnb.client")
     fake = Fake()
-    fake.set("GET", STATUS, httpx.Response(503, json={}), httpx.Response(202, json=envelope(queue_position=0)))
+    fake.set("GET", STATUS, httpx.Response(503, json={}),
+             httpx.Response(202, json=envelope(queue_position=0)))
     client = make(flavor, fake, key="secret-key-xyz")
     await call(client.status, client.job(RID))
     await close(client)

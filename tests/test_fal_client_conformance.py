@@ -37,7 +37,8 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict:
                           cert=cert, key=key, log=folder / "server.log")
     with server:
         env = dict(os.environ, FAL_KEY="conformance-test-key",
-                   FAL_QUEUE_RUN_HOST=f"127.0.0.1:{server.port}", FAL_RUN_HOST=f"127.0.0.1:{server.port}/_fluxnb/run",
+                   FAL_QUEUE_RUN_HOST=f"127.0.0.1:{server.port}",
+                   FAL_RUN_HOST=f"127.0.0.1:{server.port}/_fluxnb/run",
                    SSL_CERT_FILE=str(cert), NO_PROXY="127.0.0.1,localhost")
         done = subprocess.run([sys.executable, str(HERE / "fal_client_probe.py"), str(image_path),
                                str(mask_path)], env=env, capture_output=True, text=True, timeout=120)

@@ -7,9 +7,20 @@ import random
 
 import pytest
 
-from fluxnb.protocol import (RETRY_STATUSES, Completed, InProgress, LogEntry, Queued, backoff_delay,
-                             parse_status, progress_from_logs, request_path, retry_after_seconds,
-                             should_retry_status, split_app_id)
+from fluxnb.protocol import (
+    RETRY_STATUSES,
+    Completed,
+    InProgress,
+    LogEntry,
+    Queued,
+    backoff_delay,
+    parse_status,
+    progress_from_logs,
+    request_path,
+    retry_after_seconds,
+    should_retry_status,
+    split_app_id,
+)
 
 LOG = {"message": "step 3/28", "level": "INFO", "source": "USER", "timestamp": "2024-08-01T12:00:00"}
 
@@ -214,7 +225,8 @@ def test_resolve_key():
     assert _http.resolve_key("https://queue.fal.run", None, env) == "fk"
     assert _http.resolve_key("http://127.0.0.1:1", None, env) == "nk"
     assert _http.resolve_key("http://127.0.0.1:1", None, {"FAL_KEY": "fk"}) is None
-    assert _http.resolve_key("https://queue.fal.run", None, {"FAL_KEY_ID": "i", "FAL_KEY_SECRET": "s"}) == "i:s"
+    both = {"FAL_KEY_ID": "i", "FAL_KEY_SECRET": "s"}
+    assert _http.resolve_key("https://queue.fal.run", None, both) == "i:s"
     assert _http.resolve_key("https://queue.fal.run", None, {"FAL_KEY_ID": "i"}) is None
     assert _http.resolve_key("http://x", "explicit", env) == "explicit"
     assert _http.resolve_key("https://queue.fal.run", "", env) is None  # "" means: no key

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from fluxnb.errors import ValidationError
-from fluxnb.schema import (ENDPOINT_ID, IMAGE_SIZE_PRESETS, INPUT_FIELDS, LORA_SCALE,
-                           MAX_IMAGE_SIDE, output_problems, resolve_image_size, validate_input)
+from fluxnb.schema import (
+    ENDPOINT_ID,
+    IMAGE_SIZE_PRESETS,
+    INPUT_FIELDS,
+    LORA_SCALE,
+    MAX_IMAGE_SIDE,
+    output_problems,
+    resolve_image_size,
+    validate_input,
+)
 
 BASE = {"prompt": "a red cat", "image_url": "https://x/i.png", "mask_url": "data:image/png;base64,AA=="}
 
@@ -128,7 +136,8 @@ def test_seed_range():
 
 
 def test_loras():
-    out = validate_input({**BASE, "loras": [{"path": "https://x/l.safetensors"}, {"path": "a/b", "scale": 4}]})
+    loras = [{"path": "https://x/l.safetensors"}, {"path": "a/b", "scale": 4}]
+    out = validate_input({**BASE, "loras": loras})
     assert out["loras"] == [{"path": "https://x/l.safetensors", "scale": LORA_SCALE.default},
                             {"path": "a/b", "scale": 4.0}]
     msg = str(errors_of({**BASE, "loras": [{"path": "a/b", "scale": 4.5}]}))

@@ -13,8 +13,14 @@ from typing import Any
 import pytest
 
 from fluxnb.client import AsyncQueueClient, QueueClient
-from fluxnb.errors import (FluxnbError, JobFailedError, JobTimeoutError, QueueHTTPError,
-                           TransportError, ValidationError)
+from fluxnb.errors import (
+    FluxnbError,
+    JobFailedError,
+    JobTimeoutError,
+    QueueHTTPError,
+    TransportError,
+    ValidationError,
+)
 
 from .twins import call, close
 

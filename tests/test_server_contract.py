@@ -290,7 +290,7 @@ def test_sse_stream_until_completed(null_server: BackgroundServer) -> None:
     events, _, _ = read_events(job["status_url"] + "/stream", {"logs": "0"})
     assert events[-1]["status"] == "COMPLETED"
     assert len(events) <= 4
-    assert all(a != b for a, b in zip(events, events[1:]))
+    assert all(a != b for a, b in zip(events, events[1:], strict=False))
 
 
 def test_sse_keepalive_and_many_streams(server_factory: Callable[..., BackgroundServer]) -> None:

@@ -127,7 +127,7 @@ class Engine(ABC):
     #: How many jobs may run inside this engine at once (None: as many as there are workers).
     max_concurrency: int | None = None
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 - an optional hook: a no-op unless an engine overrides it
         """Load weights or warm up; called once before the server takes jobs."""
 
     @abstractmethod
