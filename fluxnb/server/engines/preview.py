@@ -164,8 +164,9 @@ class PreviewEngine(Engine):
             for k in range(1, anneal + 1):
                 x += (target - x) * (1.0 / (anneal - k + 1))
                 ctx.step(k, anneal, image_index=i, num_images=n)
+            # after the last step x is the target: the steps are the computation, not decoration
             patch = np.where(keep, img[ry0:ry1, rx0:rx1],
-                             np.clip(np.rint(target), 0, 255).astype(np.uint8))
+                             np.clip(np.rint(x), 0, 255).astype(np.uint8))
             out = img.copy()
             out[ry0:ry1, rx0:rx1] = patch
             images.append(Image.fromarray(out, "RGB"))
