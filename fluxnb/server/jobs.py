@@ -390,19 +390,8 @@ class JobService:
         ctx = _Context(self, job)
         params = job.params
         try:
-            image, mask = job.image, job.mask
-            if image is None:
-                ctx.log("downloading image_url")
-                image = fetch_image(params["image_url"], "image_url", self.limits,
-                                    timeout=self.config.fetch_timeout, mode="RGB",
-                                    should_stop=job.cancel_requested.is_set)
-                ctx.check_cancelled()
-            if mask is None:
-                ctx.log("downloading mask_url")
-                mask = fetch_image(params["mask_url"], "mask_url", self.limits,
-                                   timeout=self.config.fetch_timeout, mode="L",
-                                   should_stop=job.cancel_requested.is_set)
-                ctx.check_cancelled()
+            image = job.image if job.image is not None else self._download(job, ctx, "image_url", "RGB")
+            mask = job.mask if job.mask is not None else self._download(job, ctx, "mask_url", "L")
             image, mask = prepare_pair(image, mask, params.get("image_size"))
             seed = params.get("seed")
             if seed is None:
@@ -447,6 +436,14 @@ class JobService:
             job.image = job.mask = None
             with self._lock:
                 self._running.discard(job)
+
+    def _download(self, job: Job, ctx: _Context, field: str, mode: str) -> Image.Image:
+        """Fetch an http(s) input in the worker (data URIs were decoded at submit)."""
+        ctx.log(f"downloading {field}")
+        image = fetch_image(job.params[field], field, self.limits, timeout=self.config.fetch_timeout,
+                            mode=mode, should_stop=job.cancel_requested.is_set)
+        ctx.check_cancelled()
+        return image
 
     def _fail_input(self, job: Job, detail: list[dict[str, Any]], message: str,
                     error_type: str) -> None:
