@@ -3,6 +3,7 @@
 ::
 
     fluxnb serve --host 127.0.0.1 --port 8000 --engine preview --workers 2
+    fluxnb serve --engine diffusers --model black-forest-labs/FLUX.1-dev --device cuda
     fluxnb run --image photo.jpg --mask mask.png --prompt "a red fox" --out out/
     fluxnb demo --out fluxnb-demo/
 """
@@ -23,6 +24,7 @@ from ._version import __version__
 __all__ = ["build_parser", "main"]
 
 _F = schema.INPUT_FIELDS
+_MODEL_FLAGS = ("model", "device", "dtype", "offload")
 
 
 def _param_help(name: str) -> str:
@@ -61,7 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address to bind (default 127.0.0.1; use 0.0.0.0 only on a trusted network)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--engine", default="preview",
-                       help="preview (CPU, default), null, or module:Factory")
+                       help="preview (CPU, default), diffusers (real FLUX + LoRA; needs "
+                            "fluxnb[diffusers]), null, or module:Factory")
+    serve.add_argument("--model", default=None,
+                       help="diffusers engine: a hub id (e.g. black-forest-labs/FLUX.1-dev) or a "
+                            "local folder, loaded once with FluxInpaintPipeline.from_pretrained")
+    serve.add_argument("--device", default=None,
+                       help="diffusers engine: auto (CUDA when present, else CPU; default), cuda, "
+                            "cuda:N or cpu")
+    serve.add_argument("--dtype", default=None, choices=("bfloat16", "float16", "float32"),
+                       help="diffusers engine: weight dtype (default bfloat16 on a GPU, float32 on CPU)")
+    serve.add_argument("--offload", action="store_true", default=None,
+                       help="diffusers engine: enable_model_cpu_offload(), for GPUs with ~24 GB")
     serve.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
                        help="option passed to the engine (repeatable), e.g. delay=0.05 for null")
     serve.add_argument("--workers", type=int, default=1, help="jobs run at the same time")
@@ -98,9 +111,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     if bool(args.certfile) != bool(args.keyfile):
         raise SystemExit("fluxnb serve: --certfile and --keyfile go together")
+    options = _engine_options(args.engine_option)
+    given = {name: getattr(args, name) for name in _MODEL_FLAGS if getattr(args, name) is not None}
+    if given and args.engine in ("preview", "null"):
+        flags = ", ".join("--" + name for name in given)
+        raise SystemExit(f"fluxnb serve: {flags} are options of --engine diffusers, "
+                         f"not of --engine {args.engine}")
+    options.update(given)
+    if args.engine == "diffusers" and not options.get("model"):
+        raise SystemExit("fluxnb serve: --engine diffusers needs --model (a hub id such as "
+                         "black-forest-labs/FLUX.1-dev, or a local folder)")
     config = ServerConfig(
         host=args.host, port=args.port, engine=args.engine, workers=args.workers,
-        engine_options=_engine_options(args.engine_option),
+        engine_options=options,
         key=args.key or os.environ.get("FLUXNB_SERVER_KEY") or None,
         certfile=args.certfile, keyfile=args.keyfile,
     )

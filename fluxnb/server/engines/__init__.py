@@ -34,6 +34,7 @@ _ENTRY_POINT_GROUP = "fluxnb.engines"
 _BUILTIN = {
     "preview": "fluxnb.server.engines.preview:PreviewEngine",
     "null": "fluxnb.server.engines.null:NullEngine",
+    "diffusers": "fluxnb.server.engines.flux_diffusers:DiffusersEngine",
 }
 _registry: dict[str, Callable[..., Engine]] = {}
 

@@ -1,0 +1,392 @@
+"""The ``diffusers`` engine: real FLUX + LoRA inpainting with ``FluxInpaintPipeline``.
+
+``fluxnb serve --engine diffusers --model black-forest-labs/FLUX.1-dev`` loads the pipeline
+once at start-up (``FluxInpaintPipeline.from_pretrained(model)``, a hub id or a local folder) and
+serves every job with it, one job at a time. torch and diffusers are imported only when the
+engine loads, so ``import fluxnb`` never pays for them. Needs ``pip install "fluxnb[diffusers]"``.
+
+Parameter mapping:
+
+- ``prompt`` -> encoded once per job (CLIP + T5), reused for every image of the job.
+- ``image_url`` / ``mask_url`` -> fetched and validated by the server; white (>= 128) is repainted.
+- the output has the input's size: ``height``/``width`` are always passed; a side that is not a
+  multiple of 16 is padded (reflected) up to the next multiple for the pipeline and the output is
+  cropped back (a log line says so).
+- ``num_inference_steps``, ``guidance_scale``, ``strength`` -> the pipeline's own arguments; an
+  inpaint at strength ``s`` runs ``steps - int(steps - steps * s)`` denoising steps, and each one
+  is logged as ``step k/n`` (a cancel takes effect between steps).
+- ``seed`` -> image ``i`` uses ``torch.Generator("cpu").manual_seed(seed + i)`` (as the preview
+  engine uses ``seed + i``), so every image is reproducible alone: image 1 of seed 7 equals
+  image 0 of seed 8. CPU generators give the same starting noise on every device.
+- ``num_images`` -> that many images, one after another.
+- ``loras: [{path, scale}]`` -> each distinct source is loaded once as a named peft adapter and
+  kept; a job activates exactly its adapters with exactly its scales (``set_adapters``) and a job
+  without LoRAs runs with LoRAs disabled (the base weights). ``path`` may be a local file or
+  folder, ``file://``, an http(s) URL (downloaded once into a cache) or a hub id ``owner/repo``
+  (``owner/repo/file.safetensors`` for one file of it) when the hub is reachable.
+- ``enable_safety_checker`` -> FLUX ships no safety checker; nothing is checked, a log line says
+  so and ``has_nsfw_concepts`` is always false.
+
+>>> from fluxnb.server.engines import create_engine
+>>> engine = create_engine("diffusers", model="black-forest-labs/FLUX.1-dev", device="cpu")
+>>> engine.info()["dtype"]
+'float32'
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from .base import Engine, EngineInputError, EngineOutput, EngineRequest, JobContext
+from .flux_support import (
+    adapter_name,
+    classify_lora_path,
+    default_lora_cache,
+    denoising_steps,
+    lora_cache_file,
+    pad_pair,
+    resolve_device,
+    resolve_dtype,
+)
+
+__all__ = ["SAFETY_NOTICE", "DiffusersEngine"]
+
+#: What the engine says about ``enable_safety_checker``.
+SAFETY_NOTICE = ("enable_safety_checker: FLUX ships no safety checker, so nothing was checked; "
+                 "has_nsfw_concepts is always false")
+
+_DOWNLOAD_LIMIT = 2 * 1024**3   # a LoRA larger than 2 GiB is not a LoRA
+_DOWNLOAD_TIMEOUT = 60.0
+
+
+class DiffusersEngine(Engine):
+    """FLUX inpainting through diffusers' ``FluxInpaintPipeline``, with LoRAs.
+
+    Options (``fluxnb serve --engine diffusers --model M [--device D] [--dtype T] [--offload]``,
+    or ``ServerConfig(engine="diffusers", engine_options={...})``):
+
+    - ``model``: hub id or local folder in diffusers layout (required).
+    - ``device``: ``auto`` (CUDA when present, else CPU), ``cuda``, ``cuda:N``, ``cpu`` or ``mps``.
+    - ``dtype``: ``bfloat16`` | ``float16`` | ``float32``; default bfloat16 on a GPU, float32 on CPU.
+    - ``offload``: ``enable_model_cpu_offload()``; each part moves to the GPU only while it
+      runs (for 24 GB cards).
+    - ``lora_cache``: folder for downloaded LoRAs (default ``$FLUXNB_LORA_CACHE`` or
+      ``~/.cache/fluxnb/loras``); ``max_loras``: adapters kept loaded (default 8).
+    - ``max_sequence_length``: T5 tokens (default 512, as FLUX.1-dev).
+
+    >>> DiffusersEngine(model="some/model", device="cpu").max_concurrency
+    1
+    """
+
+    name = "diffusers"
+    description = "FLUX inpainting through diffusers (FluxInpaintPipeline), with LoRAs"
+    generative = True
+    max_concurrency = 1   # one job on the device at a time; the others wait in the queue
+
+    def __init__(self, model: str | None = None, device: str = "auto", dtype: str | None = None,
+                 offload: bool = False, lora_cache: str | None = None, max_loras: int = 8,
+                 max_sequence_length: int = 512):
+        if not model:
+            raise ValueError("the diffusers engine needs a model: a hub id such as "
+                             "black-forest-labs/FLUX.1-dev or a local folder (--model)")
+        if max_loras < 1:
+            raise ValueError(f"max_loras must be >= 1, not {max_loras}")
+        self.model = str(model)
+        self.requested_device = str(device)
+        self.device = resolve_device(self.requested_device, _cuda_available(self.requested_device))
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.offload = bool(offload)
+        if self.offload and not self.device.startswith("cuda"):
+            raise ValueError(f"offload needs a CUDA device (device is {self.device!r})")
+        self.lora_cache = Path(lora_cache).expanduser() if lora_cache else default_lora_cache()
+        self.max_loras = int(max_loras)
+        self.max_sequence_length = int(max_sequence_length)
+        self.pipe: Any = None
+        self.load_seconds: float | None = None
+        self._lock = threading.Lock()
+        self._adapters: OrderedDict[str, str] = OrderedDict()   # source key -> adapter name
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Import torch + diffusers and load the pipeline onto the device (once)."""
+        if self.pipe is not None:
+            return
+        t0 = time.perf_counter()
+        torch, pipeline_cls = _import_diffusers()
+        try:
+            pipe = pipeline_cls.from_pretrained(self.model, dtype=getattr(torch, self.dtype))
+        except Exception as exc:
+            raise RuntimeError(
+                f"could not load FluxInpaintPipeline from {self.model!r}: {type(exc).__name__}: "
+                f"{exc}. A hub id needs the hub (and, for the gated FLUX.1-dev, an accepted "
+                "licence and HF_TOKEN); a local folder must hold a diffusers-format pipeline."
+            ) from exc
+        if self.offload:
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        tokenizer_2 = getattr(pipe, "tokenizer_2", None)
+        limit = getattr(tokenizer_2, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < self.max_sequence_length:
+            self.max_sequence_length = limit
+        self.pipe = pipe
+        self.load_seconds = round(time.perf_counter() - t0, 3)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "model": self.model, "device": self.device, "dtype": self.dtype,
+                "offload": self.offload, "loaded": self.pipe is not None,
+                "load_seconds": self.load_seconds, "loras_loaded": len(self._adapters),
+                "safety_checker": SAFETY_NOTICE}
+
+    # -- one job ---------------------------------------------------------------------------
+
+    def run(self, request: EngineRequest, ctx: JobContext) -> EngineOutput:
+        with self._lock:   # never two jobs on the device, whatever the server's worker count
+            return self._run(request, ctx)
+
+    def _run(self, request: EngineRequest, ctx: JobContext) -> EngineOutput:
+        if self.pipe is None:
+            self.load()
+        import torch
+
+        pipe = self.pipe
+        timings: dict[str, float] = {}
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)   # the peak reported is this job's
+        n, steps, strength = request.num_images, request.steps, request.strength
+        width, height = request.image.size
+        ctx.log(f"diffusers: model {self.model} on {self.device} ({self.dtype}"
+                f"{', offload' if self.offload else ''})")
+
+        t = time.perf_counter()
+        applied = self._apply_loras(request.loras, ctx)
+        timings["loras"] = round(time.perf_counter() - t, 6)
+        ctx.check_cancelled()
+
+        image, mask, padded = pad_pair(request.image.convert("RGB"), request.mask.convert("L"))
+        run_w, run_h = image.size
+        if padded:
+            ctx.log(f"size {width}x{height} is not a multiple of 16: padded (reflected) to "
+                    f"{run_w}x{run_h} for the pipeline; the output is cropped back to "
+                    f"{width}x{height}")
+        expected = denoising_steps(steps, strength)
+        ctx.log(f"denoising {expected} of {steps} steps at strength {strength:g}, "
+                f"guidance {request.guidance_scale:g}, {n} image(s), seed {request.seed}"
+                + (" (+i for image i)" if n > 1 else ""))
+        if request.params.get("enable_safety_checker", True):
+            ctx.log(SAFETY_NOTICE)
+
+        t = time.perf_counter()
+        with torch.inference_mode():
+            prompt_embeds, pooled, _ = pipe.encode_prompt(
+                prompt=request.prompt, prompt_2=None, device=pipe._execution_device,
+                num_images_per_prompt=1, max_sequence_length=self.max_sequence_length)
+        timings["encode_prompt"] = round(time.perf_counter() - t, 6)
+
+        images: list[Image.Image] = []
+        denoise = 0.0
+        for i in range(n):
+            ctx.check_cancelled()
+            generator = torch.Generator("cpu").manual_seed(request.seed + i)
+
+            def on_step(p: Any, k: int, _t: Any, kwargs: dict[str, Any], i: int = i) -> dict[str, Any]:
+                total = int(getattr(p, "_num_timesteps", 0) or expected)
+                ctx.step(k + 1, total, image_index=i, num_images=n)   # raises on cancel
+                return kwargs
+
+            t = time.perf_counter()
+            with torch.inference_mode():
+                out = pipe(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled,
+                           image=image, mask_image=mask, height=run_h, width=run_w,
+                           strength=strength, num_inference_steps=steps,
+                           guidance_scale=request.guidance_scale, generator=generator,
+                           max_sequence_length=self.max_sequence_length, output_type="pil",
+                           callback_on_step_end=on_step)
+            denoise += time.perf_counter() - t
+            result = out.images[0]
+            if result.size != (width, height):
+                result = result.crop((0, 0, width, height))
+            images.append(result)
+        timings["denoise_and_decode"] = round(denoise, 6)
+        memory: dict[str, Any] = {}
+        if self.device.startswith("cuda"):
+            memory["peak_gpu_memory_gib"] = round(
+                torch.cuda.max_memory_allocated(self.device) / 1024**3, 3)
+        return EngineOutput(
+            images=images, has_nsfw_concepts=[False] * n, timings=timings,
+            extra={"engine": self.name, "model": self.model, "device": self.device,
+                   "dtype": self.dtype, "num_inference_steps": steps,
+                   "denoising_steps": expected, "strength": strength,
+                   "guidance_scale": request.guidance_scale, "loras": applied,
+                   "safety_checker": SAFETY_NOTICE,
+                   **memory,
+                   **({"padded_to": {"width": run_w, "height": run_h}} if padded else {})},
+        )
+
+    # -- LoRAs -----------------------------------------------------------------------------
+
+    def _apply_loras(self, loras: list[dict[str, Any]], ctx: JobContext) -> list[dict[str, Any]]:
+        """Load (once) and activate this job's LoRAs with its scales; none -> base weights."""
+        pipe = self.pipe
+        if not loras:
+            if self._adapters:
+                pipe.disable_lora()
+                ctx.log("loras: none; LoRAs disabled (base weights)")
+            return []
+        names: list[str] = []
+        weights: list[float] = []
+        applied: list[dict[str, Any]] = []
+        for i, lora in enumerate(loras):
+            ctx.check_cancelled()
+            path = str(lora["path"])
+            scale = float(lora.get("scale", 1.0))
+            name = self._adapter_for(path, f"loras[{i}].path", ctx, keep=names)
+            if name in names:   # the same LoRA twice: scales add up
+                weights[names.index(name)] += scale
+                ctx.log(f"loras[{i}]: same LoRA as an earlier item; scales added")
+            else:
+                names.append(name)
+                weights.append(scale)
+            applied.append({"path": path, "scale": scale, "adapter": name})
+        pipe.enable_lora()
+        pipe.set_adapters(names, adapter_weights=weights)
+        ctx.log("loras: active " + ", ".join(f"{a['adapter']}={a['scale']:g}" for a in applied))
+        return applied
+
+    def _adapter_for(self, path: str, field: str, ctx: JobContext, keep: list[str]) -> str:
+        try:
+            kind, target = classify_lora_path(path)
+        except ValueError as exc:
+            raise EngineInputError(field, f"{field}: {exc}") from None
+        if kind == "url":
+            local = self._download(target, field, ctx)
+            key, source, weight_name = f"url:{target}", str(local), None
+        elif kind == "file":
+            local = Path(target)
+            if not local.exists():
+                raise EngineInputError(field, f"{field}: no such file or folder: {path!r}",
+                                       "file_not_found")
+            stat = local.stat()
+            key = f"file:{local.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+            source, weight_name = str(local), None
+        else:
+            parts = target.split("/")
+            source = "/".join(parts[:2])
+            weight_name = "/".join(parts[2:]) or None
+            key = f"hub:{target}"
+            if _hub_offline():
+                raise EngineInputError(
+                    field, f"{field}: {path!r} is not a local file, and as a hub id it needs the "
+                    "hub, which is offline here (HF_HUB_OFFLINE); use a local path, file:// or "
+                    "http(s) URL", "file_not_found")
+        cached = self._adapters.get(key)
+        if cached is not None:
+            self._adapters.move_to_end(key)
+            return cached
+        name = adapter_name(key)
+        self._evict(keep)
+        t = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                # peft warns each time a second adapter joins a model; that is what we want
+                warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
+                if weight_name is None:
+                    self.pipe.load_lora_weights(source, adapter_name=name)
+                else:   # owner/repo[/sub/folder]/file.safetensors
+                    subfolder, _, file_name = weight_name.rpartition("/")
+                    self.pipe.load_lora_weights(source, weight_name=file_name,
+                                                subfolder=subfolder or None, adapter_name=name)
+        except Exception as exc:  # noqa: BLE001 - any loader failure is this input's fault
+            self._forget(name)
+            raise EngineInputError(field, f"{field}: could not load a FLUX LoRA from {path!r}: "
+                                          f"{type(exc).__name__}: {exc}"[:600],
+                                   "lora_load_error") from None
+        self._adapters[key] = name
+        ctx.log(f"{field}: loaded {path!r} as adapter {name} in {time.perf_counter() - t:.2f} s")
+        return name
+
+    def _evict(self, keep: list[str]) -> None:
+        while len(self._adapters) >= self.max_loras:
+            for key, name in self._adapters.items():
+                if name not in keep:
+                    del self._adapters[key]
+                    self.pipe.delete_adapters([name])
+                    break
+            else:
+                return
+
+    def _forget(self, name: str) -> None:
+        """Remove a half-loaded adapter so the pipeline stays usable."""
+        try:
+            if name in (self.pipe.get_list_adapters().get("transformer") or []):
+                self.pipe.delete_adapters([name])
+        except Exception:  # noqa: BLE001, S110 - best effort cleanup after a failed load
+            pass
+
+    def _download(self, url: str, field: str, ctx: JobContext) -> Path:
+        target = lora_cache_file(self.lora_cache, url)
+        if target.is_file():
+            ctx.log(f"{field}: using the cached download {target}")
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + f".part-{os.getpid()}-{threading.get_ident()}")
+        headers = {}
+        token = os.environ.get("HF_TOKEN")
+        if token and httpx.URL(url).host in ("huggingface.co", "hf.co"):
+            headers["Authorization"] = f"Bearer {token}"
+        ctx.log(f"{field}: downloading {url}")
+        try:
+            with httpx.stream("GET", url, headers=headers, follow_redirects=True,
+                              timeout=_DOWNLOAD_TIMEOUT) as response:
+                if response.status_code != 200:
+                    raise EngineInputError(field, f"{field}: GET {url} answered HTTP "
+                                                  f"{response.status_code}", "file_download_error")
+                size = 0
+                with open(part, "wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        size += len(chunk)
+                        if size > _DOWNLOAD_LIMIT:
+                            raise EngineInputError(field, f"{field}: {url} is larger than "
+                                                          "2 GiB", "file_download_error")
+                        out.write(chunk)
+                        ctx.check_cancelled()
+            part.replace(target)
+        except httpx.HTTPError as exc:
+            raise EngineInputError(field, f"{field}: could not download {url}: {exc}",
+                                   "file_download_error") from None
+        finally:
+            part.unlink(missing_ok=True)
+        return target
+
+
+def _cuda_available(device: str) -> bool:
+    if device.strip().lower() != "auto":
+        return False   # only auto needs to know; don't import torch for an explicit device
+    torch, _ = _import_diffusers()
+    return bool(torch.cuda.is_available())
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _import_diffusers() -> tuple[Any, Any]:
+    try:
+        import torch
+        from diffusers import FluxInpaintPipeline
+    except ImportError as exc:
+        raise RuntimeError("the diffusers engine needs torch and diffusers: "
+                           "pip install 'fluxnb[diffusers]' (install torch for your platform "
+                           f"first): {exc}") from exc
+    return torch, FluxInpaintPipeline
