@@ -104,6 +104,28 @@ class InpaintResult:
         self._bytes: list[bytes] | None = None
         self._pil: list[Image.Image] | None = None
 
+    #: The inputs that made this result, when known (see :meth:`with_inputs`); the panel sets them.
+    input_image: Image.Image | None = None
+    input_mask: Image.Image | None = None
+    params: dict[str, Any] | None = None
+
+    def with_inputs(self, image: Any = None, mask: Any = None,
+                    params: Mapping[str, Any] | None = None) -> InpaintResult:
+        """Remember the inputs (image, mask, parameters) that made this result; returns ``self``.
+
+        A result that knows its inputs displays itself as a before / mask / after grid and
+        ``fluxnb.show_grid(result)`` needs no ``image=``/``mask=``. Images are loaded as PIL
+        images; ``params`` should be the job's parameters without the image data (no key is
+        ever part of them).
+        """
+        from .images import load_image, load_mask
+
+        self.input_image = None if image is None else load_image(image)
+        self.input_mask = None if mask is None else load_mask(mask)
+        self.params = None if params is None else {
+            k: v for k, v in params.items() if k not in ("image_url", "mask_url")}
+        return self
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickles without the client's download hooks (so never a connection or a key)."""
         state = dict(self.__dict__)
@@ -299,8 +321,17 @@ class InpaintResult:
             row("engine", self.engine)
         if self.request_id:
             row("request_id", self.request_id)
+        grid = ""
+        if self.input_image is not None and self.images:
+            try:
+                from .display import show_grid
+
+                grid = str(show_grid(self, return_html=True))
+            except Exception:  # display must never raise: fall back to the thumbnails below
+                grid = ""
         notice = ""
         if self.notice:
             notice = f"<p style='color:#a60'><b>Note:</b> {html.escape(str(self.notice))}</p>"
-        return ("<div class='fluxnb-result'>" + "".join(self._thumbnails()) + notice
+        pictures = grid or "".join(self._thumbnails())
+        return ("<div class='fluxnb-result'>" + pictures + notice
                 + "<table>" + "".join(rows) + "</table></div>")

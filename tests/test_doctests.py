@@ -9,7 +9,9 @@ import pytest
 
 MODULES = ["fluxnb.schema", "fluxnb.protocol", "fluxnb.datauri", "fluxnb.errors", "fluxnb.figures",
            "fluxnb.server.runner",
-           "fluxnb.demo", "fluxnb.server.engines"]
+           "fluxnb.demo", "fluxnb.server.engines",
+           "fluxnb.masks", "fluxnb.display", "fluxnb.widgets.painter", "fluxnb.widgets.history",
+           "fluxnb.widgets.panel_model"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -34,7 +34,25 @@ def test_notebook_executes_against_the_embedded_server(path: Path, tmp_path: Pat
     NotebookClient(nb, timeout=180, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     nbformat.write(nb, tmp_path / path.name)
-    text = json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
+    text = json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"], ensure_ascii=False)
     assert "embedded local server" in text          # connect() said which backend, once
     assert "image/png" in text                       # the before/mask/after picture rendered
     assert "Traceback" not in text
+    for needle in EXPECTED.get(path.name, ()):
+        assert needle in text, f"{path.name}: {needle!r} not in the outputs"
+
+
+# what each notebook's outputs must show, beyond the generic checks above
+EXPECTED = {
+    "01_quickstart.ipynb": (
+        "fluxnb-grid",                     # show_grid(..., return_html=True) rendered static HTML
+        "steps=28 · strength=0.85 · seed=42",   # the result displays itself with its parameters
+        "not sending anything",            # the fal.ai cell is shown but does not run by default
+    ),
+    "02_panel.ipynb": (
+        "application/vnd.jupyter.widget-view+json",   # the panel and the painter are widgets
+        "status:</b> done in",             # await panel.arun() finished and the panel said so
+        "completed",                       # panel.history has the run
+        "MaskPainter(512x600, 2 strokes",  # the painter's mask was painted from code
+    ),
+}

@@ -54,7 +54,8 @@ def test_readme_parameter_table_is_the_schema() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     out = subprocess.run([sys.executable, str(ROOT / ".ci" / "readme_command.py"), "test"],
                          capture_output=True, text=True, check=True).stdout.strip()
-    assert "pytest" in out and ".[dev]" in out
+    assert "pytest" in out and ".[dev,diffusers]" in out     # the diffusers tests run in CI too
+    assert "torch==2.13.0" in out.split(".[dev,diffusers]")[0]  # the CPU build first, never a CUDA pull
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_command.py test" in ci
     demo = subprocess.run([sys.executable, str(ROOT / ".ci" / "readme_command.py"), "demo"],

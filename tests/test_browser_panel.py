@@ -1,0 +1,166 @@
+"""The panel in a real browser: JupyterLab on loopback, Debian's Chromium driven by playwright.
+
+Opens a copy of ``notebooks/02_panel.ipynb``, runs all cells, moves the steps slider with the
+keyboard, clicks Run, waits for the result image in the panel and checks the request the server
+got; then starts a slow job in a second panel and clicks Cancel, and checks the server cancelled
+it. Screenshots go to ``test-artifacts/browser/`` (gitignored) for a human to look at.
+
+Skipped when Chromium/playwright/JupyterLab are missing, unless ``FLUXNB_REQUIRE_BROWSER=1``.
+``FLUXNB_BROWSER_KERNEL=<kernelspec>`` runs the notebook on another kernel (e.g. ipykernel 6).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fluxnb.server import BackgroundServer, ServerConfig
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, JupyterLab, require_browser
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "02_panel.ipynb"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+
+pytestmark = pytest.mark.slow
+
+KERNEL_IDLE = """() => {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!k && k.status === 'idle';
+}"""
+# fire and forget: evaluate() would otherwise wait for every cell to finish
+RUN_ALL = "() => { window.jupyterapp.shell.collapseLeft(); " \
+          "window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[BackgroundServer, BackgroundServer]]:
+    """The preview engine for the result; the null engine at 6 s per job for Cancel."""
+    fast = BackgroundServer(ServerConfig(engine="preview", workers=1, port=0)).start()
+    slow = BackgroundServer(ServerConfig(engine="null", engine_options={"delay": 6.0}, workers=1,
+                                         port=0)).start()
+    yield fast, slow
+    fast.stop()
+    slow.stop()
+
+
+def prepare_notebook(folder: Path, fast_url: str, slow_url: str) -> str:
+    """A copy of 02_panel.ipynb that talks to the test servers and does not run jobs by itself,
+    plus one test-only cell: a second panel on the slow server, for Cancel."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(
+        f"BASE_URL = {fast_url!r}\nAUTO_RUN = False  # injected by the browser test"))
+    nb.cells.append(nbformat.v4.new_code_cell(
+        f"slow = fluxnb.InpaintPanel(fluxnb.connect({slow_url!r}, asynchronous=True), image=image,\n"
+        "                            mask=mask, seed=SEED, prompt='a job to cancel')\nslow"))
+    kernel = os.environ.get("FLUXNB_BROWSER_KERNEL")   # e.g. a kernelspec with ipykernel 6
+    if kernel:
+        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    nbformat.write(nb, folder / NOTEBOOK.name)
+    return NOTEBOOK.name
+
+
+def test_panel_in_jupyterlab_runs_and_cancels(servers: tuple[BackgroundServer, BackgroundServer],
+                                              tmp_path: Path) -> None:
+    require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    fast, slow = servers
+    t_start = time.monotonic()
+    root = tmp_path / "root"
+    root.mkdir()
+    name = prepare_notebook(root, fast.base_url, slow.base_url)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    lab = JupyterLab.start(root, tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1400})
+                page.set_default_timeout(30_000)
+                page.goto(lab.url(name))
+                page.wait_for_function(KERNEL_IDLE, timeout=45_000)
+                page.evaluate(RUN_ALL)
+                panels = page.locator(".fluxnb-panel")
+                expect(panels).to_have_count(3, timeout=45_000)    # panel, painted, slow
+                page.wait_for_function(KERNEL_IDLE)                  # every cell has run
+                panel = panels.first
+                panel.scroll_into_view_if_needed()
+
+                # -- move the steps slider with the keyboard: 12 -> 15
+                steps = panel.locator(".widget-slider").first
+                expect(steps.locator(".widget-readout")).to_have_text("12")
+                handle = steps.locator(".noUi-handle")
+                handle.focus()
+                for _ in range(3):
+                    handle.press("ArrowRight")
+                expect(steps.locator(".widget-readout")).to_have_text("15")
+
+                # -- Run: the result image appears in the panel
+                panel.locator("button", has_text="Run").click()
+                result = panel.locator("img.fluxnb-result-image")
+                expect(result).to_be_visible(timeout=30_000)
+                page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                                       arg=result.element_handle())
+                status = panel.locator(".widget-html-content", has_text="status:").first
+                expect(status).to_contain_text("done in")
+                request_id = re.search(r"request ([0-9a-f-]{36})", status.inner_text())
+                assert request_id, status.inner_text()
+                job = fast.service.get(request_id.group(1))
+                assert job is not None and job.ok
+                assert job.params["num_inference_steps"] == 15       # the slider move reached the server
+                assert job.params["seed"] == 42
+                expect(panel.locator(".fluxnb-error")).to_have_count(0)
+                panel.screenshot(path=str(ARTIFACTS / "panel-result.png"))
+
+                # -- paint on the mask painter with the mouse: the stroke reaches Python
+                painter = page.locator(".jp-OutputArea-output", has_text="will be repainted").first
+                painter.scroll_into_view_if_needed()
+                expect(painter).to_contain_text("2 strokes")          # painted from code
+                box = painter.locator("canvas").last.bounding_box()
+                assert box is not None and box["width"] > 100
+                page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
+                page.mouse.down()
+                for i in range(1, 11):
+                    page.mouse.move(box["x"] + (0.2 + 0.05 * i) * box["width"],
+                                    box["y"] + 0.3 * box["height"])
+                page.mouse.up()
+                expect(painter).to_contain_text("3 strokes")
+                page.wait_for_timeout(300)       # let the canvas draw the redrawn mask layer
+                painter.screenshot(path=str(ARTIFACTS / "painter.png"))
+
+                # -- Cancel a running job in the panel on the slow server
+                slow_panel = panels.last
+                slow_panel.scroll_into_view_if_needed()
+                slow_status = slow_panel.locator(".widget-html-content", has_text="status:").first
+                slow_panel.locator("button", has_text="Run").click()
+                expect(slow_status).to_contain_text("running", timeout=20_000)
+                slow_panel.locator("button", has_text="Cancel").click()
+                expect(slow_status).to_contain_text("cancelled (server: CANCELLATION_REQUESTED)",
+                                                    timeout=10_000)
+                deadline = time.monotonic() + 5      # the worker stops at its next step
+                while slow.service.stats["jobs"]["cancelled"] < 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                stats = slow.service.stats
+                assert stats["requests"]["cancel"] == 1 and stats["jobs"]["cancelled"] == 1
+                assert stats["jobs"]["completed"] == 0 and stats["running"] == 0
+                slow_panel.screenshot(path=str(ARTIFACTS / "panel-cancelled.png"))
+                page.screenshot(path=str(ARTIFACTS / "lab-page.png"))
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "failure.png"))
+                raise
+            finally:
+                browser.close()
+    except Exception:
+        print(lab.log_tail())
+        raise
+    finally:
+        lab.stop()
+    print(f"browser test took {time.monotonic() - t_start:.1f} s")
