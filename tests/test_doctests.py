@@ -11,7 +11,7 @@ MODULES = ["fluxnb.schema", "fluxnb.protocol", "fluxnb.datauri", "fluxnb.errors"
            "fluxnb.server.runner",
            "fluxnb.demo", "fluxnb.server.engines",
            "fluxnb.masks", "fluxnb.display", "fluxnb.widgets.painter", "fluxnb.widgets.history",
-           "fluxnb.widgets.panel_model"]
+           "fluxnb.widgets.panel_model", "fluxnb.server.engines.flux_support"]
 
 
 @pytest.mark.parametrize("name", MODULES)
