@@ -19,22 +19,39 @@ __all__ = [
     "AsyncJob",
     "AsyncQueueClient",
     "FluxnbError",
+    "InpaintPanel",
     "InpaintResult",
     "Job",
     "JobCancelledError",
     "JobFailedError",
     "JobTimeoutError",
+    "MaskMismatchError",
+    "MaskPainter",
     "QueueClient",
     "QueueHTTPError",
+    "Sweep",
     "TransportError",
     "ValidationError",
     "__version__",
+    "asweep",
     "before_mask_after",
     "connect",
     "demo_inputs",
+    "feather_mask",
+    "fit_mask",
+    "grow_mask",
+    "invert_mask",
     "load_image",
     "load_mask",
+    "mask_box",
+    "mask_coverage",
+    "mask_ellipse",
+    "mask_polygon",
+    "mask_threshold",
+    "show_grid",
+    "sweep",
     "to_data_uri",
+    "union_mask",
 ]
 
 # public name -> module that defines it
@@ -42,27 +59,45 @@ _LAZY = {
     "AsyncJob": "client",
     "AsyncQueueClient": "client",
     "FluxnbError": "errors",
+    "InpaintPanel": "widgets",
     "InpaintResult": "result",
     "Job": "client",
     "JobCancelledError": "errors",
     "JobFailedError": "errors",
     "JobTimeoutError": "errors",
+    "MaskMismatchError": "masks",
+    "MaskPainter": "widgets",
     "QueueClient": "client",
     "QueueHTTPError": "errors",
+    "Sweep": "sweeps",
     "TransportError": "errors",
     "ValidationError": "errors",
+    "asweep": "sweeps",
     "before_mask_after": "figures",
     "connect": "backends",
     "demo_inputs": "demo",
+    "feather_mask": "masks",
+    "fit_mask": "masks",
+    "grow_mask": "masks",
+    "invert_mask": "masks",
     "load_image": "images",
     "load_mask": "images",
+    "mask_box": "masks",
+    "mask_coverage": "masks",
+    "mask_ellipse": "masks",
+    "mask_polygon": "masks",
+    "mask_threshold": "masks",
+    "show_grid": "display",
+    "sweep": "sweeps",
     "to_data_uri": "images",
+    "union_mask": "masks",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .backends import connect
     from .client import AsyncJob, AsyncQueueClient, Job, QueueClient
     from .demo import demo_inputs
+    from .display import show_grid
     from .errors import (
         FluxnbError,
         JobCancelledError,
@@ -74,7 +109,22 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from .figures import before_mask_after
     from .images import load_image, load_mask, to_data_uri
+    from .masks import (
+        MaskMismatchError,
+        feather_mask,
+        fit_mask,
+        grow_mask,
+        invert_mask,
+        mask_box,
+        mask_coverage,
+        mask_ellipse,
+        mask_polygon,
+        mask_threshold,
+        union_mask,
+    )
     from .result import InpaintResult
+    from .sweeps import Sweep, asweep, sweep
+    from .widgets import InpaintPanel, MaskPainter
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,287 @@
+"""Pictures of a sweep: the contact sheet (outputs on a labelled grid) and metric plots.
+
+Both return a :class:`Sheet`: it shows itself in a notebook (``_repr_png_``), and ``save(path)``
+writes a PNG whose text chunks hold the sweep's parameters (``fluxnb-sweep`` as JSON,
+``parameters`` as one readable line), so a picture can be traced back to what made it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from .core import Sweep
+
+__all__ = ["Sheet", "contact_sheet", "metric_plot", "sweep_metadata"]
+
+_FAIL = "#c62828"
+_SHORT = {"num_inference_steps": "steps", "guidance_scale": "guidance", "image_url": "image",
+          "mask_url": "mask"}
+_BLANK = "#eeeeee"
+
+
+def sweep_metadata(sweep: Sweep, **extra: Any) -> dict[str, Any]:
+    """What a saved picture records: axes, base inputs, seed policy, the seed of every cell."""
+    plan = sweep.plan
+    return {
+        "axes": plan.get("axes", {}),
+        "base": plan.get("base", {}),
+        "seed_policy": plan.get("seed_policy"),
+        "random_state": plan.get("random_state"),
+        "backend": plan.get("backend"),
+        "seeds": {str(c.get("cell")): c.get("seed") for c in plan.get("cells") or []},
+        **extra,
+    }
+
+
+class Sheet:
+    """A rendered figure plus the metadata saved with it."""
+
+    def __init__(self, figure: Figure, metadata: Mapping[str, Any]):
+        self.figure = figure
+        self.metadata = dict(metadata)
+
+    def __repr__(self) -> str:
+        return f"Sheet({self.metadata.get('title', '')!r})"
+
+    def png_bytes(self, dpi: int = 100) -> bytes:
+        """The figure as PNG bytes with the metadata in text chunks."""
+        line = "; ".join(f"{k}={v}" for k, v in self.metadata.get("axes", {}).items())
+        text = {
+            "Software": "fluxnb",
+            "Title": str(self.metadata.get("title", "fluxnb sweep")),
+            "parameters": f"axes: {line}; base: {json.dumps(self.metadata.get('base', {}))}",
+            "fluxnb-sweep": json.dumps(self.metadata, default=str, ensure_ascii=True),
+        }
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=dpi, metadata=text)
+        return buffer.getvalue()
+
+    def save(self, path: str | os.PathLike[str], dpi: int = 100) -> Path:
+        """Write the PNG (with the sweep's parameters in its text chunks); returns the path.
+
+        >>> sweep.contact_sheet(x="steps").save("sheet.png")          # doctest: +SKIP
+        """
+        target = Path(path)
+        target.write_bytes(self.png_bytes(dpi=dpi))
+        return target
+
+    def _repr_png_(self) -> bytes:
+        return self.png_bytes(dpi=72)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value)
+    if text.startswith("sha256:"):
+        return "sha:" + text[7:15]
+    return text if len(text) <= 28 else text[:25] + "..."
+
+
+def _label(name: str, value: Any) -> str:
+    """``steps=4``; a long one on two lines so a row label fits beside its picture."""
+    text = f"{_SHORT.get(name, name)}={_fmt(value)}"
+    return text if len(text) <= 18 else f"{_SHORT.get(name, name)}=\n{_fmt(value)}"
+
+
+def _input_image(sweep: Sweep, label: Any, mask: bool) -> Image.Image | None:
+    from PIL import Image
+
+    if not isinstance(label, str) or not label.startswith("sha256:"):
+        return None
+    prefix = label.split(":", 1)[1]
+    for path in sorted((sweep.folder / "inputs").glob(f"{prefix[:12]}*")):
+        with Image.open(path) as img:
+            return img.convert("L" if mask else "RGB")
+    return None
+
+
+def _pick(frame: pd.DataFrame, column: str, value: Any) -> pd.DataFrame:
+    series = frame[column]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        import numpy as np
+
+        numbers = series.astype("float64", errors="ignore") if series.dtype != object else series
+        try:
+            return frame[np.isclose(numbers.astype("float64"), float(value))]
+        except (TypeError, ValueError):
+            pass
+    return frame[series == value]
+
+
+def _fixed(sweep: Sweep, used: Sequence[str], where: Mapping[str, Any] | None) -> dict[str, Any]:
+    fixed = {sweep.column(k): v for k, v in (where or {}).items()}
+    for name, values in sweep.axes.items():
+        if name not in used and name not in fixed and values:
+            fixed[name] = values[0]
+    return fixed
+
+
+def _blank(ax: Axes, text: str, detail: str, fontsize: float, color: str) -> None:
+    ax.set_facecolor(_BLANK)
+    ax.text(0.5, 0.58, text, ha="center", va="center", color=color, fontsize=fontsize * 1.1,
+            fontweight="bold", transform=ax.transAxes)
+    if detail:
+        ax.text(0.5, 0.3, "\n".join(textwrap.wrap(detail, 24)[:3]), ha="center", va="center",
+                color="#444444", fontsize=fontsize * 0.7, transform=ax.transAxes)
+
+
+def _bare(ax: Axes) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def contact_sheet(
+    sweep: Sweep,
+    x: str | None = None,
+    y: str | None = None,
+    *,
+    title: str | None = None,
+    where: Mapping[str, Any] | None = None,
+    image_index: int = 0,
+    tile: float = 2.2,
+    fontsize: float = 12,
+    show_inputs: bool = True,
+) -> Sheet:
+    """Outputs on a grid: one column per ``x`` value, one row per ``y`` value, labelled, with a
+    title; the before image and the mask (over the image) once, in a header row; a failed cell
+    is blank with a red mark and its error, a cell not run says so. Axes not on the grid are held
+    at ``where`` (default: their first value, named in the title). ``tile`` is the size of each
+    picture in inches and ``fontsize`` the label size.
+    """
+    from PIL import Image
+
+    from ..figures import mask_overlay
+
+    names = list(sweep.axes)
+    x = sweep.column(x) if x is not None else (names[0] if names else None)
+    y = sweep.column(y) if y is not None else (next((n for n in names if n != x), None))
+    xs = list(sweep.axes.get(x, [None])) if x is not None else [None]
+    ys = list(sweep.axes.get(y, [None])) if y is not None else [None]
+    fixed = _fixed(sweep, [n for n in (x, y) if n], where)
+    frame = sweep.frame
+    for name, value in fixed.items():
+        frame = _pick(frame, name, value)
+
+    first = sweep.frame.iloc[0] if len(sweep.frame) else None
+    before = _input_image(sweep, first["image_url"], False) if first is not None else None
+    mask = _input_image(sweep, first["mask_url"], True) if first is not None else None
+    header = show_inputs and before is not None and mask is not None
+    ncols = max(len(xs), 2 if header else 1)
+    nrows = len(ys) + (1 if header else 0)
+    fig = _new_figure(tile * ncols + (0.6 if y else 0.2), tile * nrows + 0.9)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for row_axes in axes:
+        for ax in row_axes:
+            _bare(ax)
+    if header:
+        assert before is not None and mask is not None
+        axes[0][0].imshow(before)
+        axes[0][0].set_title("before", fontsize=fontsize)
+        axes[0][1].imshow(mask_overlay(before, mask))
+        axes[0][1].set_title("mask", fontsize=fontsize)
+        for ax in axes[0][2:]:
+            ax.set_axis_off()
+    for r, yv in enumerate(ys):
+        for c, xv in enumerate(xs):
+            ax = axes[r + (1 if header else 0)][c]
+            cell = frame
+            if x is not None:
+                cell = _pick(cell, x, xv)
+            if y is not None:
+                cell = _pick(cell, y, yv)
+            ok = cell[(cell["status"] == "ok") & (cell["image_index"] == image_index)]
+            if len(ok) and ok.iloc[-1]["file"] and Path(str(ok.iloc[-1]["file"])).is_file():
+                with Image.open(str(ok.iloc[-1]["file"])) as img:
+                    ax.imshow(img.convert("RGB"))
+            elif len(cell):
+                status = str(cell.iloc[-1]["status"])
+                _blank(ax, "\u2717 " + ("failed" if status == "error" else status),
+                       str(cell.iloc[-1]["error"] or ""), fontsize, _FAIL)
+            else:
+                _blank(ax, "not run", "", fontsize, "#777777")
+            if r == 0 and x is not None:
+                ax.set_title(_label(x, xv), fontsize=fontsize)
+            if c == 0 and y is not None:
+                ax.set_ylabel(_label(y, yv), fontsize=fontsize)
+    if x is not None:
+        fig.supxlabel(f"{x} (columns)", fontsize=fontsize)
+    if y is not None:
+        fig.supylabel(f"{y} (rows)", fontsize=fontsize)
+    seeds = sorted({int(s) for s in sweep.frame["seed"].dropna()}) if len(sweep.frame) else []
+    if title is None:
+        title = " \u00d7 ".join(n for n in (x, y) if n) or "sweep"
+        extras = [f"{k}={_fmt(v)}" for k, v in fixed.items()]
+        if seeds:
+            extras.append(f"seed={seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds")
+        if extras:
+            title += "  (" + ", ".join(extras) + ")"
+    fig.suptitle(title, fontsize=fontsize * 1.2)
+    return Sheet(fig, sweep_metadata(sweep, title=title, x=x, y=y, where=fixed,
+                                     image_index=image_index))
+
+
+def metric_plot(
+    sweep: Sweep,
+    metric: str = "change_in_mask",
+    x: str | None = None,
+    hue: str | None = None,
+    *,
+    title: str | None = None,
+    fontsize: float = 12,
+    size: tuple[float, float] = (6.0, 4.0),
+) -> Sheet:
+    """``metric`` (mean over images) against parameter ``x``, one line per ``hue`` value."""
+    frame = sweep.frame
+    if metric not in frame.columns:
+        raise KeyError(f"no metric column {metric!r}")
+    names = list(sweep.axes)
+    x = sweep.column(x) if x is not None else (names[0] if names else None)
+    if x is None:
+        raise ValueError("this sweep has no axis to plot against; pass x=")
+    hue = sweep.column(hue) if hue is not None else next((n for n in names if n != x), None)
+    ok = frame[frame["status"] == "ok"]
+    fig = _new_figure(*size)
+    ax = fig.subplots()
+    groups = [(None, ok)] if hue is None else [(v, _pick(ok, hue, v)) for v in sweep.axes[hue]]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sweep.axes[x])
+    for value, group in groups:
+        xs, ys = [], []
+        for i, xv in enumerate(sweep.axes[x]):
+            values = _pick(group, x, xv)[metric].astype("float64")
+            values = values[values.map(math.isfinite)]
+            if len(values):
+                xs.append(xv if numeric else i)
+                ys.append(float(values.mean()))
+        label = None if hue is None else f"{hue}={_fmt(value)}"
+        ax.plot(xs, ys, marker="o", label=label)
+    if not numeric:
+        ax.set_xticks(range(len(sweep.axes[x])), [_fmt(v) for v in sweep.axes[x]])
+    ax.set_xlabel(x, fontsize=fontsize)
+    ax.set_ylabel(metric, fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize * 0.85)
+    if hue is not None:
+        ax.legend(fontsize=fontsize * 0.85, title=hue, title_fontsize=fontsize * 0.85)
+    ax.grid(alpha=0.3)
+    title = title or f"{metric} vs {x}" + (f" by {hue}" if hue else "")
+    ax.set_title(title, fontsize=fontsize * 1.1)
+    return Sheet(fig, sweep_metadata(sweep, title=title, metric=metric, x=x, hue=hue))
