@@ -34,10 +34,11 @@ class NullEngine(Engine):
     def run(self, request: EngineRequest, ctx: JobContext) -> EngineOutput:
         n = request.num_images
         pause = self.delay / _SLICES
+        start = time.monotonic()
         for i in range(n):
             for k in range(1, _SLICES + 1):
-                if pause:
-                    time.sleep(pause)
+                if pause:  # sleep to a deadline, so the overshoot of each sleep does not add up
+                    time.sleep(max(0.0, start + (i * _SLICES + k) * pause - time.monotonic()))
                 ctx.step(k, _SLICES, image_index=i, num_images=n)
         return EngineOutput(
             images=[request.image.copy() for _ in range(n)],
