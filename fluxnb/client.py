@@ -305,6 +305,23 @@ class _BaseClient:
         """Whether requests carry an ``Authorization`` header (the key itself is never shown)."""
         return self._key is not None
 
+    def clone(self, *, asynchronous: bool | None = None) -> QueueClient | AsyncQueueClient:
+        """A new client with this one's settings and key, with its own connections: sync or async
+        (default: the same flavour). An async client is bound to the loop that first uses it, so
+        code running a loop in another thread takes a clone.
+
+        >>> aclient = client.clone(asynchronous=True)     # doctest: +SKIP
+        """
+        flavour = isinstance(self, AsyncQueueClient) if asynchronous is None else asynchronous
+        cls: type[QueueClient] | type[AsyncQueueClient] = AsyncQueueClient if flavour else QueueClient
+        wanted = httpx.AsyncBaseTransport if flavour else httpx.BaseTransport
+        transport = self._transport if isinstance(self._transport, wanted) else None
+        return cls(self.base_url, key=self._key.reveal() if self._key is not None else "",
+                   app=self.app, transport=transport, timeout=self.timeout,
+                   max_retries=self.max_retries, poll_interval=self.poll_interval,
+                   upload_threshold=self.upload_threshold, verify=self.verify,
+                   rest_url=self.rest_url, cdn_url=self.cdn_url)
+
     def __repr__(self) -> str:
         key = "***" if self._key is not None else "None"
         return f"{type(self).__name__}(base_url={self.base_url!r}, app={self.app!r}, key={key})"

@@ -376,3 +376,25 @@ async def test_timeout_is_honoured_between_stream_events(flavor, server_factory,
     assert caught.value.cancelled and isinstance(final, Completed) and final.error
     # without the fix the wait runs until the job completes at ~3.0 s and returns a result
     assert waited < 2.9, waited
+
+
+def test_clone_keeps_settings_and_key_and_switches_flavour(server_factory, image, mask):
+    """``clone(asynchronous=True)`` of a sync client reaches a keyed server with the same key."""
+    import asyncio
+
+    server = server_factory(engine="null", key="clone-key")
+    with QueueClient(server.base_url, key="clone-key", timeout=12.0, max_retries=2) as client:
+        twin = client.clone(asynchronous=True)
+        assert isinstance(twin, AsyncQueueClient) and twin.has_key
+        assert (twin.base_url, twin.app, twin.timeout, twin.max_retries) == (
+            client.base_url, client.app, 12.0, 2)
+        assert "clone-key" not in repr(twin)
+
+        async def scenario() -> str:
+            async with twin:
+                return (await twin.run(prompt="p", image_url=image, mask_url=mask)).request_id
+
+        assert asyncio.run(scenario())
+        assert isinstance(client.clone(), QueueClient)
+    unkeyed = QueueClient(server.base_url, key="").clone(asynchronous=True)
+    assert not unkeyed.has_key

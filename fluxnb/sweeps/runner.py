@@ -215,19 +215,7 @@ def _image_name(cell: Cell, index: int, original: Any = None) -> str:
 
 def _async_twin(client: Any) -> Any:
     """An AsyncQueueClient with ``client``'s settings, bound to the running loop."""
-    import httpx
-
-    from ..client import AsyncQueueClient
-
-    transport = getattr(client, "_transport", None)
-    if not isinstance(transport, httpx.AsyncBaseTransport):
-        transport = None
-    secret = getattr(client, "_key", None)
-    return AsyncQueueClient(
-        client.base_url, key=secret.reveal() if secret is not None else "", app=client.app,
-        transport=transport, timeout=client.timeout, max_retries=client.max_retries,
-        poll_interval=client.poll_interval, upload_threshold=client.upload_threshold,
-        verify=client.verify, rest_url=client.rest_url, cdn_url=client.cdn_url)
+    return client.clone(asynchronous=True)
 
 
 def _postprocess(prep: _Prepared, cell: Cell, blobs: list[bytes], base: dict[str, Any],
