@@ -11,7 +11,9 @@ MODULES = ["fluxnb.schema", "fluxnb.protocol", "fluxnb.datauri", "fluxnb.errors"
            "fluxnb.server.runner",
            "fluxnb.demo", "fluxnb.server.engines",
            "fluxnb.masks", "fluxnb.display", "fluxnb.widgets.painter", "fluxnb.widgets.history",
-           "fluxnb.widgets.panel_model", "fluxnb.server.engines.flux_support"]
+           "fluxnb.widgets.panel_model", "fluxnb.server.engines.flux_support",
+           "fluxnb.sweeps.axes", "fluxnb.sweeps.plan", "fluxnb.sweeps.cache", "fluxnb.sweeps.log",
+           "fluxnb.sweeps.metrics", "fluxnb.sweeps.core", "fluxnb.sweeps.sheets"]
 
 
 @pytest.mark.parametrize("name", MODULES)

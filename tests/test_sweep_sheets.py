@@ -100,3 +100,21 @@ def test_loaded_sweep_draws_the_same(swept: Sweep) -> None:
     again = Sweep.load(swept.folder)
     assert again.frame.drop(columns=["finished_at"]).equals(swept.frame.drop(columns=["finished_at"]))
     assert "6 ok" in repr(again) and "<table" in again._repr_html_()
+
+
+def test_contact_sheet_can_zoom_to_the_mask(swept: Sweep) -> None:
+    from fluxnb.sweeps.sheets import crop_box
+
+    mask_label = swept.axes["mask_url"][0]
+    mask = Image.open(next((swept.folder / "inputs").glob(mask_label.split(":", 1)[1][:12] + "*")))
+    box = crop_box(mask.convert("L"))
+    assert box is not None
+    width, height = box[2] - box[0], box[3] - box[1]
+    assert (width, height) != mask.size                       # a real zoom, not the whole picture
+    whole = swept.contact_sheet(x="steps", y="strength", where={"mask": mask_label})
+    zoomed = swept.contact_sheet(x="steps", y="strength", where={"mask": mask_label}, crop=True)
+    shapes = {ax.images[0].get_array().shape[:2] for ax in zoomed.figure.axes if ax.images}
+    assert shapes == {(height, width)}                       # before, mask and every output
+    assert {ax.images[0].get_array().shape[:2] for ax in whole.figure.axes if ax.images} == {
+        (mask.height, mask.width)}
+    assert zoomed.metadata["crop"] == list(box) and whole.metadata["crop"] is None

@@ -5,7 +5,6 @@ their sha256, so an identical cell in any later sweep, in any folder, is answere
 request. The key never includes an API key: only the inputs and the backend's URL and app id.
 
 >>> import tempfile
-import uuid
 >>> cache = ResultCache(tempfile.mkdtemp())
 >>> key = cache_key("a" * 64, backend="http://127.0.0.1:8000/fal-ai/flux-lora/inpainting")
 >>> cache.get(key) is None

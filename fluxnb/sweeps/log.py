@@ -12,6 +12,7 @@ outcome share an ``attempt`` id; the latest attempt of a cell wins.
 >>> log.append([{"kind": "row", "key": "k1", "attempt": "a", "status": "ok"}])
 >>> log.state().done
 {'k1'}
+>>> log.close()
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .core import Sweep
 
-__all__ = ["Sheet", "contact_sheet", "metric_plot", "sweep_metadata"]
+__all__ = ["Sheet", "contact_sheet", "crop_box", "metric_plot", "sweep_metadata"]
 
 _FAIL = "#c62828"
 _SHORT = {"num_inference_steps": "steps", "guidance_scale": "guidance", "image_url": "image",
@@ -150,6 +150,32 @@ def _bare(ax: Axes) -> None:
     ax.set_yticks([])
 
 
+def crop_box(mask: Image.Image, pad: float = 0.25) -> tuple[int, int, int, int] | None:
+    """The mask's bounding box (pixels >= 128), grown by ``pad`` x its longer side (at least 16
+    px) and clipped to the image; None for an empty mask.
+
+    >>> from PIL import Image, ImageDraw
+    >>> m = Image.new("L", (200, 100)); ImageDraw.Draw(m).rectangle((50, 40, 89, 59), fill=255)
+    >>> crop_box(m)
+    (34, 24, 106, 76)
+    """
+    box = mask.point(lambda v: 255 if v >= 128 else 0).getbbox()
+    if box is None:
+        return None
+    left, top, right, bottom = box
+    grow = max(16, round(max(right - left, bottom - top) * pad))
+    return (max(0, left - grow), max(0, top - grow), min(mask.width, right + grow),
+            min(mask.height, bottom + grow))
+
+
+def _cropped(img: Image.Image, box: tuple[int, int, int, int] | None, size: tuple[int, int]) -> Image.Image:
+    """``img`` cut to ``box`` (given in ``size`` pixels; scaled when ``img`` has another size)."""
+    if box is None:
+        return img
+    sx, sy = img.width / size[0], img.height / size[1]
+    return img.crop((round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)))
+
+
 def contact_sheet(
     sweep: Sweep,
     x: str | None = None,
@@ -161,12 +187,14 @@ def contact_sheet(
     tile: float = 2.2,
     fontsize: float = 12,
     show_inputs: bool = True,
+    crop: bool | float = False,
 ) -> Sheet:
     """Outputs on a grid: one column per ``x`` value, one row per ``y`` value, labelled, with a
     title; the before image and the mask (over the image) once, in a header row; a failed cell
     is blank with a red mark and its error, a cell not run says so. Axes not on the grid are held
     at ``where`` (default: their first value, named in the title). ``tile`` is the size of each
-    picture in inches and ``fontsize`` the label size.
+    picture in inches and ``fontsize`` the label size. ``crop=True`` (or a padding fraction,
+    e.g. ``0.5``) zooms every picture to the masked area, where the differences are.
     """
     from PIL import Image
 
@@ -185,6 +213,10 @@ def contact_sheet(
     first = sweep.frame.iloc[0] if len(sweep.frame) else None
     before = _input_image(sweep, first["image_url"], False) if first is not None else None
     mask = _input_image(sweep, first["mask_url"], True) if first is not None else None
+    box = None
+    if crop and mask is not None:
+        box = crop_box(mask, 0.25 if crop is True else float(crop))
+    size = mask.size if mask is not None else (1, 1)
     header = show_inputs and before is not None and mask is not None
     ncols = max(len(xs), 2 if header else 1)
     nrows = len(ys) + (1 if header else 0)
@@ -195,9 +227,9 @@ def contact_sheet(
             _bare(ax)
     if header:
         assert before is not None and mask is not None
-        axes[0][0].imshow(before)
+        axes[0][0].imshow(_cropped(before, box, size))
         axes[0][0].set_title("before", fontsize=fontsize)
-        axes[0][1].imshow(mask_overlay(before, mask))
+        axes[0][1].imshow(_cropped(mask_overlay(before, mask), box, size))
         axes[0][1].set_title("mask", fontsize=fontsize)
         for ax in axes[0][2:]:
             ax.set_axis_off()
@@ -212,7 +244,7 @@ def contact_sheet(
             ok = cell[(cell["status"] == "ok") & (cell["image_index"] == image_index)]
             if len(ok) and ok.iloc[-1]["file"] and Path(str(ok.iloc[-1]["file"])).is_file():
                 with Image.open(str(ok.iloc[-1]["file"])) as img:
-                    ax.imshow(img.convert("RGB"))
+                    ax.imshow(_cropped(img.convert("RGB"), box, size))
             elif len(cell):
                 status = str(cell.iloc[-1]["status"])
                 _blank(ax, "\u2717 " + ("failed" if status == "error" else status),
@@ -235,9 +267,11 @@ def contact_sheet(
             extras.append(f"seed={seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds")
         if extras:
             title += "  (" + ", ".join(extras) + ")"
+        if box is not None:
+            title += "\nzoomed to the mask"
     fig.suptitle(title, fontsize=fontsize * 1.2)
     return Sheet(fig, sweep_metadata(sweep, title=title, x=x, y=y, where=fixed,
-                                     image_index=image_index))
+                                     image_index=image_index, crop=list(box) if box else None))
 
 
 def metric_plot(
