@@ -75,12 +75,7 @@ def mask_box(size: Any, box: Sequence[float], *, relative: bool = False) -> Imag
     >>> mask_box((10, 10), (0, 0, 0.5, 1.0), relative=True).getpixel((7, 5))
     0
     """
-    wh = _size(size)
-    x0, y0, x1, y1 = _points(box, wh, relative)
-    mask = Image.new("L", wh, 0)
-    if x1 > x0 and y1 > y0:
-        ImageDraw.Draw(mask).rectangle((x0, y0, x1 - 1, y1 - 1), fill=255)
-    return mask
+    return _filled_box(size, box, relative, "rectangle")
 
 
 def mask_ellipse(size: Any, box: Sequence[float], *, relative: bool = False) -> Image.Image:
@@ -89,11 +84,17 @@ def mask_ellipse(size: Any, box: Sequence[float], *, relative: bool = False) -> 
     >>> mask_ellipse((20, 20), (0, 0, 20, 20)).getpixel((10, 10)), mask_ellipse((20, 20), (0, 0, 20, 20)).getpixel((0, 0))
     (255, 0)
     """  # noqa: E501
+    return _filled_box(size, box, relative, "ellipse")
+
+
+def _filled_box(size: Any, box: Sequence[float], relative: bool, shape: str) -> Image.Image:
+    """A black mask with ``shape`` (an ImageDraw method: rectangle, ellipse) filled white in
+    ``box``; x1 and y1 are exclusive."""
     wh = _size(size)
     x0, y0, x1, y1 = _points(box, wh, relative)
     mask = Image.new("L", wh, 0)
     if x1 > x0 and y1 > y0:
-        ImageDraw.Draw(mask).ellipse((x0, y0, x1 - 1, y1 - 1), fill=255)
+        getattr(ImageDraw.Draw(mask), shape)((x0, y0, x1 - 1, y1 - 1), fill=255)
     return mask
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, terminate
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "JupyterLab", "require_browser"]
 
@@ -114,10 +114,5 @@ class JupyterLab:
                 httpx.post(f"{self.base_url}/api/shutdown", params={"token": self.token}, timeout=5)
                 self.process.wait(10)
             except (httpx.HTTPError, subprocess.TimeoutExpired):
-                self.process.terminate()
-                try:
-                    self.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(5)
+                terminate(self.process)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ServeProcess", "free_port", "self_signed_cert", "tls_context"]
+__all__ = ["ServeProcess", "free_port", "self_signed_cert", "terminate", "tls_context"]
 
 
 def tls_context(cafile: Path | str) -> ssl.SSLContext:
@@ -60,6 +60,17 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; returns once the process is gone."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class ServeProcess:
     """``python -m fluxnb serve ...`` in a subprocess, ready when ``/_fluxnb/info`` answers."""
 
@@ -95,13 +106,7 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
 
