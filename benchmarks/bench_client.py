@@ -100,8 +100,9 @@ def main() -> None:
                         help="null-engine seconds per job to measure, comma-separated (0 = zero-cost)")
     opts = parser.parse_args()
 
-    from fluxnb.images import to_data_uri
     from PIL import Image
+
+    from fluxnb.images import to_data_uri
 
     image = to_data_uri(Image.new("RGB", (64, 64), (90, 120, 200)))
     mask = to_data_uri(Image.new("L", (64, 64), 255), mask=True)
