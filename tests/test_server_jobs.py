@@ -81,3 +81,36 @@ def test_sync_run_route_answers_with_the_output(live_server) -> None:
     assert data["seed"] == 9 and [(i["width"], i["height"]) for i in data["images"]] == [(96, 64)] * 2
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "strength"]
     assert unknown_app.status_code == 404
+
+
+def test_a_watcher_without_logs_is_not_woken_by_every_step(server_factory) -> None:
+    """Step logs wake log-showing streams only: a status stream without logs (what clients and
+    sweeps open) is woken by state changes, not by each of the engine's steps."""
+    import asyncio
+
+    server = server_factory(engine="null", engine_options={"delay": 0.3})
+    body = {"prompt": "p", "image_url": _png(make_test_image()), "mask_url": _png(make_test_mask())}
+
+    async def count_wakeups(job, logs: bool) -> int:  # type: ignore[no-untyped-def]
+        wakeups = 0
+        with server.service.watch(job, logs=logs) as changed:
+            while job.state != "COMPLETED":
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=5)
+                except TimeoutError:
+                    break
+                changed.clear()
+                wakeups += 1
+        return wakeups
+
+    async def scenario() -> tuple[int, int]:
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(f"{server.base_url}/fal-ai/flux-lora/inpainting", json=body)
+            job = server.service.get(answer.json()["request_id"])
+            assert job is not None
+            quiet, chatty = await asyncio.gather(count_wakeups(job, False), count_wakeups(job, True))
+            return quiet, chatty
+
+    quiet, chatty = asyncio.run(scenario())
+    assert chatty >= 10          # the null engine logs 10 steps, and each wakes a log watcher
+    assert 1 <= quiet <= 4       # started, (position), completed: never once per step

@@ -186,7 +186,7 @@ def create_app(config: ServerConfig, service: JobService | None = None) -> FastA
         job = await accept(request, full_path)
         if isinstance(job, Response):
             return job
-        with svc.watch(job) as changed:
+        with svc.watch(job, logs=False) as changed:
             while job.state != COMPLETED:
                 changed.clear()
                 if job.state == COMPLETED:
@@ -273,7 +273,7 @@ def create_app(config: ServerConfig, service: JobService | None = None) -> FastA
     async def _stream(request: Request, job: Job, with_logs: bool) -> AsyncIterator[str]:
         seen = -1
         last = ""
-        with svc.watch(job) as changed:
+        with svc.watch(job, logs=with_logs) as changed:
             while True:
                 changed.clear()
                 version = job.version

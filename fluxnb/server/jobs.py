@@ -83,7 +83,8 @@ class Job:
     files_token: str | None = None
     version: int = 0
     cancel_requested: threading.Event = field(default_factory=threading.Event)
-    _watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
+    # (loop, event, wants_logs): a watcher without logs is not woken by a new log line alone
+    _watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event, bool]] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -92,14 +93,18 @@ class Job:
     def _sort_key(self) -> tuple[int, int]:
         return (self.priority, self.seq)
 
-    def _touch(self) -> None:
-        """Bump the version and wake every asyncio watcher (caller holds the service lock)."""
+    def _touch(self, *, logs_only: bool = False) -> None:
+        """Bump the version and wake the asyncio watchers (caller holds the service lock); for a
+        new log line alone, only those that show logs (a cross-thread wake-up per step adds up)."""
         self.version += 1
-        for loop, event in list(self._watchers):
+        for watcher in list(self._watchers):
+            loop, event, wants_logs = watcher
+            if logs_only and not wants_logs:
+                continue
             try:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:  # the watcher's loop is closed
-                self._watchers.discard((loop, event))
+                self._watchers.discard(watcher)
 
 
 class _Context:
@@ -297,10 +302,11 @@ class JobService:
             return self._position(job) if job.state == IN_QUEUE else None
 
     @contextmanager
-    def watch(self, job: Job) -> Iterator[asyncio.Event]:
-        """An asyncio.Event set (from any thread) whenever ``job`` changes; use in a coroutine."""
+    def watch(self, job: Job, *, logs: bool = True) -> Iterator[asyncio.Event]:
+        """An asyncio.Event set (from any thread) whenever ``job`` changes; use in a coroutine.
+        With ``logs=False`` a new log line alone does not set it (state and position changes do)."""
         event = asyncio.Event()
-        key = (asyncio.get_running_loop(), event)
+        key = (asyncio.get_running_loop(), event, logs)
         with self._lock:
             job._watchers.add(key)
         try:
@@ -501,7 +507,7 @@ class JobService:
 
     def _log_locked(self, job: Job, message: str, level: str = "INFO") -> None:
         job.logs.append(LogEntry(message, level, "USER", _now_iso()))
-        job._touch()
+        job._touch(logs_only=True)
 
     def _fail_locked(self, job: Job, status: int, body: dict[str, Any], error: str,
                      error_type: str, headers: dict[str, str] | None = None) -> None:
