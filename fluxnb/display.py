@@ -18,7 +18,6 @@ state needed.
 
 from __future__ import annotations
 
-import base64
 import html as _html
 import io
 import textwrap
@@ -30,7 +29,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .figures import mask_overlay
-from .images import load_image, load_mask
+from .images import load_image, load_mask, preview_data_uri, thumbnail
 from .result import InpaintResult
 
 __all__ = ["GridFigure", "grid_html", "param_title", "show_grid"]
@@ -83,13 +82,6 @@ class _Row:
     tiles: list[tuple[str, Image.Image]] = field(default_factory=list)
 
 
-def _thumb(img: Image.Image, side: int) -> Image.Image:
-    out = img.copy()
-    if max(out.size) > side:
-        out.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return out
-
-
 def _rows(results: Any, image: Any, mask: Any, outputs: Any, params: Any,
           titles: Sequence[str] | None, max_side: int) -> list[_Row]:
     if isinstance(results, InpaintResult):
@@ -126,15 +118,15 @@ def _rows(results: Any, image: Any, mask: Any, outputs: Any, params: Any,
             row.title = title
     for row in rows:
         if row.image is not None:
-            before = _thumb(row.image, max_side)
+            before = thumbnail(row.image, max_side)
             row.tiles.append(("before", before))
             if row.mask is not None:
                 row.tiles.append(("mask", mask_overlay(before, row.mask)))
         elif row.mask is not None:
-            row.tiles.append(("mask", _thumb(row.mask, max_side).convert("RGB")))
+            row.tiles.append(("mask", thumbnail(row.mask, max_side).convert("RGB")))
         n = len(row.outputs)
         for j, out in enumerate(row.outputs):
-            row.tiles.append((f"after {j + 1}" if n > 1 else "after", _thumb(out, max_side)))
+            row.tiles.append((f"after {j + 1}" if n > 1 else "after", thumbnail(out, max_side)))
         if not row.tiles:
             raise ValueError("nothing to show: give a result, outputs, or an image")
     return rows
@@ -149,17 +141,6 @@ class GridFigure(Figure):
         return buf.getvalue()
 
 
-def _encode(img: Image.Image) -> tuple[str, str]:
-    buf = io.BytesIO()
-    if img.mode == "RGB":
-        img.save(buf, format="JPEG", quality=85)
-        mime = "image/jpeg"
-    else:
-        img.save(buf, format="PNG")
-        mime = "image/png"
-    return mime, base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def grid_html(rows: Sequence[Any]) -> str:
     """Static HTML for prepared rows (what ``show_grid(..., return_html=True)`` returns)."""
     parts = ["<div class='fluxnb-grid'><table style='border-collapse:collapse'>"]
@@ -169,10 +150,9 @@ def grid_html(rows: Sequence[Any]) -> str:
                          f"font-weight:bold;padding-top:6px'>{_html.escape(row.title)}</td></tr>")
         parts.append("<tr>")
         for name, tile in row.tiles:
-            mime, data = _encode(tile)
             parts.append(
                 "<td style='text-align:center;vertical-align:top;padding:2px'>"
-                f"<img src='data:{mime};base64,{data}' width='{tile.width}' height='{tile.height}' "
+                f"<img src='{preview_data_uri(tile)}' width='{tile.width}' height='{tile.height}' "
                 f"alt='{_html.escape(name)}'><br><small>{_html.escape(name)}</small></td>")
         parts.append("</tr>")
     parts.append("</table></div>")

@@ -28,7 +28,8 @@ from PIL import Image
 
 from .datauri import decode_data_uri, encode_data_uri, sniff_mime
 
-__all__ = ["encode_image", "is_url", "load_image", "load_mask", "to_data_uri"]
+__all__ = ["encode_image", "is_url", "load_image", "load_mask", "preview_data_uri", "thumbnail",
+           "to_data_uri"]
 
 _URL_PREFIXES = ("http://", "https://", "data:")
 _PASS_THROUGH = ("image/png", "image/jpeg")
@@ -206,3 +207,30 @@ def load_image(obj: Any) -> Image.Image:
 def load_mask(obj: Any) -> Image.Image:
     """Any accepted mask input as a mode-``L`` PIL image (white = repaint)."""
     return _load(obj, mask=True)
+
+
+def thumbnail(img: Image.Image, max_side: int) -> Image.Image:
+    """A copy of ``img`` no larger than ``max_side`` on its longer side (smaller ones unchanged).
+
+    >>> thumbnail(Image.new("RGB", (800, 400)), 200).size
+    (200, 100)
+    """
+    out = img.copy()
+    if max(out.size) > max_side:
+        out.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return out
+
+
+def preview_data_uri(img: Image.Image) -> str:
+    """A compact data URI to show ``img`` in HTML: JPEG (quality 85) for RGB and grey images,
+    PNG for anything with transparency or a palette.
+
+    >>> preview_data_uri(Image.new("RGB", (4, 4)))[:23]
+    'data:image/jpeg;base64,'
+    """
+    buf = io.BytesIO()
+    if img.mode in ("RGB", "L"):
+        img.save(buf, format="JPEG", quality=85)
+        return encode_data_uri(buf.getvalue(), "image/jpeg")
+    img.save(buf, format="PNG")
+    return encode_data_uri(buf.getvalue(), "image/png")

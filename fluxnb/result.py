@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -23,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from .datauri import decode_data_uri, sniff_mime
+from .images import preview_data_uri, thumbnail
 from .protocol import LogEntry
 
 __all__ = ["InpaintResult", "OutputImage"]
@@ -286,17 +286,8 @@ class InpaintResult:
                     for i in self.images if i.url.startswith(("http://", "https://"))]
         tags = []
         for img in pil:
-            thumb = img.copy()
-            thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-            buf = io.BytesIO()
-            if thumb.mode in ("RGB", "L"):
-                thumb.save(buf, format="JPEG", quality=85)
-                mime = "image/jpeg"
-            else:
-                thumb.save(buf, format="PNG")
-                mime = "image/png"
-            data = base64.b64encode(buf.getvalue()).decode("ascii")
-            tags.append(f'<img src="data:{mime};base64,{data}" width="{thumb.width}" '
+            thumb = thumbnail(img, THUMBNAIL_SIZE)
+            tags.append(f'<img src="{preview_data_uri(thumb)}" width="{thumb.width}" '
                         f'height="{thumb.height}" style="margin:2px">')
         return tags
 

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["fluxnb.schema", "fluxnb.protocol", "fluxnb.datauri", "fluxnb.errors", "fluxnb.figures",
+MODULES = ["fluxnb.schema", "fluxnb.protocol", "fluxnb.datauri", "fluxnb.images", "fluxnb.errors",
+           "fluxnb.figures",
            "fluxnb.server.runner",
            "fluxnb.demo", "fluxnb.server.engines",
            "fluxnb.masks", "fluxnb.display", "fluxnb.widgets.painter", "fluxnb.widgets.history",
