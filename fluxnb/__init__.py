@@ -2,8 +2,11 @@
 
 >>> import fluxnb
 >>> client = fluxnb.connect()                      # fal.ai with FAL_KEY, else an embedded local server
->>> result = client.run(prompt="a red fox", image_url="photo.jpg", mask_url="mask.png")
->>> result.pil_images()[0]
+>>> image, mask = fluxnb.demo_inputs()              # or paths, PIL images, arrays, URLs
+>>> result = client.run(prompt="a red fox", image_url=image, mask_url=mask)
+>>> result.pil_images()[0].size
+(512, 600)
+>>> client.close()                                 # or: with fluxnb.connect() as client: ...
 
 Names are loaded on first use, so ``import fluxnb`` stays cheap (no server or OpenCV import).
 """
@@ -18,6 +21,7 @@ from ._version import __version__
 __all__ = [
     "AsyncJob",
     "AsyncQueueClient",
+    "CostWarning",
     "FluxnbError",
     "InpaintPanel",
     "InpaintResult",
@@ -58,6 +62,7 @@ __all__ = [
 _LAZY = {
     "AsyncJob": "client",
     "AsyncQueueClient": "client",
+    "CostWarning": "errors",
     "FluxnbError": "errors",
     "InpaintPanel": "widgets",
     "InpaintResult": "result",
@@ -99,6 +104,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .demo import demo_inputs
     from .display import show_grid
     from .errors import (
+        CostWarning,
         FluxnbError,
         JobCancelledError,
         JobFailedError,

@@ -17,7 +17,14 @@ import httpx
 
 from . import protocol
 from ._version import __version__
-from .errors import FluxnbError, JobCancelledError, JobFailedError, QueueHTTPError, ValidationError
+from .errors import (
+    CredentialsError,
+    FluxnbError,
+    JobCancelledError,
+    JobFailedError,
+    QueueHTTPError,
+    ValidationError,
+)
 from .protocol import LogEntry
 
 __all__ = [
@@ -25,8 +32,10 @@ __all__ = [
     "Secret",
     "auth_headers",
     "cancel_outcome",
+    "clean_key",
     "error_for_response",
     "extra_submit_headers",
+    "fal_env_key",
     "is_fal_url",
     "job_urls",
     "merge_logs",
@@ -86,20 +95,64 @@ def same_host(url: str, other: str) -> bool:
     return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
+def clean_key(value: object, source: str) -> str:
+    """``value`` without surrounding whitespace, or a :class:`CredentialsError` that names
+    ``source`` (``"key="``, ``"FLUXNB_KEY"``, ...) and never the value.
+
+    A key is printable ASCII: it travels in an HTTP header, so a character outside that range
+    (a typographic quote, a line break inside) could only fail later with the key in the message.
+
+    >>> clean_key("class-secret\\n", "FLUXNB_KEY")
+    'class-secret'
+    """
+    what = f"the key in {source}" if source.isupper() else f"the key passed as {source}"
+    if not isinstance(value, str):
+        raise CredentialsError(f"{what} must be a string, not {type(value).__name__}")
+    key = value.strip()
+    if not key:
+        raise CredentialsError(f"{what} is empty (nothing but whitespace): set it to the key itself, "
+                               "or leave it unset")
+    if not key.isascii():
+        raise CredentialsError(f"{what} contains a non-ASCII character (a key is printable ASCII; "
+                               "typographic quotes often come with a copy from a web page or a "
+                               "document): copy the key again. The key is not shown here.")
+    if not key.isprintable():
+        raise CredentialsError(f"{what} contains a control character inside it (a line break or a "
+                               "tab: a key is one line of printable ASCII): copy the key again. "
+                               "The key is not shown here.")
+    return key
+
+
+def fal_env_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """fal.ai's key from the environment, as fal-client reads it: ``FAL_KEY``, else
+    ``FAL_KEY_ID:FAL_KEY_SECRET``; None when neither is set. Half of the pair is an error naming
+    both variables (``connect()`` and the client use this one rule)."""
+    env = os.environ if environ is None else environ
+    if env.get("FAL_KEY"):
+        return clean_key(env["FAL_KEY"], "FAL_KEY")
+    key_id, secret = env.get("FAL_KEY_ID"), env.get("FAL_KEY_SECRET")
+    if key_id and secret:
+        return f"{clean_key(key_id, 'FAL_KEY_ID')}:{clean_key(secret, 'FAL_KEY_SECRET')}"
+    if key_id or secret:
+        have, lack = ("FAL_KEY_ID", "FAL_KEY_SECRET") if key_id else ("FAL_KEY_SECRET", "FAL_KEY_ID")
+        raise CredentialsError(
+            f"{have} is set but {lack} is not: fal's key is the pair FAL_KEY_ID + FAL_KEY_SECRET, "
+            f"or one FAL_KEY='<key_id>:<key_secret>'. Set {lack} too (or FAL_KEY), or unset {have}.")
+    return None
+
+
 def resolve_key(base_url: str, key: str | None, environ: Mapping[str, str] | None = None) -> str | None:
-    """The key to send: ``key`` if given; else ``FAL_KEY`` (or ``FAL_KEY_ID:FAL_KEY_SECRET``) for
-    fal's hosts only, and ``FLUXNB_KEY`` for any other host. A user's fal key is never sent to a
-    host that is not fal's unless passed explicitly."""
+    """The key to send, stripped of surrounding whitespace: ``key`` if given (``""`` means none);
+    else fal's key (:func:`fal_env_key`) for fal's hosts only, and ``FLUXNB_KEY`` for any other
+    host. A user's fal key is never sent to a host that is not fal's unless passed explicitly.
+    An unusable key is a :class:`CredentialsError` naming where it came from, never its value."""
     if key is not None:
-        return key or None
+        return clean_key(key, "key=") if key != "" else None
     env = os.environ if environ is None else environ
     if is_fal_url(base_url):
-        if env.get("FAL_KEY"):
-            return env["FAL_KEY"]
-        if env.get("FAL_KEY_ID") and env.get("FAL_KEY_SECRET"):
-            return f"{env['FAL_KEY_ID']}:{env['FAL_KEY_SECRET']}"
-        return None
-    return env.get("FLUXNB_KEY") or None
+        return fal_env_key(env)
+    value = env.get("FLUXNB_KEY")
+    return clean_key(value, "FLUXNB_KEY") if value else None
 
 
 def auth_headers(secret: Secret | None) -> dict[str, str]:

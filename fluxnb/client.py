@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
 import os
 import time
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from . import _http
 from ._http import (
@@ -43,11 +46,28 @@ from ._http import (
     strip_query,
 )
 from .datauri import decode_data_uri, encode_data_uri
-from .errors import FluxnbError, JobTimeoutError, QueueHTTPError, TransportError
-from .images import encode_image, is_url
+from .errors import (
+    CostWarning,
+    EventLoopError,
+    FluxnbError,
+    JobTimeoutError,
+    QueueHTTPError,
+    TransportError,
+)
+from .images import encode_image, image_size_of, is_url, load_mask
+from .masks import check_mask
 from .protocol import DEFAULT_BASE_URL, Completed, LogEntry, Status, parse_status, request_path, split_app_id
 from .result import InpaintResult
-from .schema import ENDPOINT_ID, validate_input
+from .schema import (
+    COST_WARNING_USD,
+    ENDPOINT_ID,
+    INPUT_FIELDS,
+    PRICE_PER_MEGAPIXEL,
+    estimate_cost,
+    resolve_aliases,
+    resolve_image_size,
+    validate_input,
+)
 from .sse import SSEEvent, SSEParser
 from .uploads import DEFAULT_CDN_URL, DEFAULT_REST_URL, AsyncFalStorage, FalStorage
 
@@ -108,6 +128,35 @@ def _poll_wait(interval: float, deadline: float | None) -> float:
     return max(0.0, min(interval, deadline - time.monotonic()))
 
 
+#: Seconds the best-effort cancel after a Ctrl-C (or task cancellation) may take; one try.
+_INTERRUPT_CANCEL_TIMEOUT = 3.0
+
+
+def _note_interrupt(exc: BaseException, request_id: str, outcome: str | None) -> None:
+    """Say on the interrupt which job it stopped and what the server did with the cancel:
+    a note (shown under the traceback) and the attributes ``request_id`` and ``cancel_outcome``."""
+    if outcome == "CANCELLATION_REQUESTED":
+        text = f"fluxnb: cancelled request {request_id} on the server"
+    elif outcome == "ALREADY_COMPLETED":
+        text = f"fluxnb: request {request_id} had already completed on the server"
+    else:
+        text = (f"fluxnb: could not cancel request {request_id} on the server; it may still run "
+                f"(cancel it with client.cancel({request_id!r}))")
+    exc.add_note(text)
+    exc.request_id = request_id  # type: ignore[attr-defined]
+    exc.cancel_outcome = outcome  # type: ignore[attr-defined]
+
+
+def _input_size(uri: Any, upload: tuple[bytes, str] | None) -> tuple[int, int] | None:
+    """(width, height) of an encoded input image (a data URI, or bytes waiting for upload)."""
+    try:
+        data = upload[0] if upload is not None else decode_data_uri(uri)[1]
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            return image.size
+    except Exception:  # an http(s) URL, or a payload the server will judge
+        return None
+
+
 def _event_status(event: SSEEvent) -> Status | None:
     import json
 
@@ -143,6 +192,10 @@ async def _adrain(chunks: AsyncIterator[str]) -> None:
                 return
     except httpx.HTTPError:
         pass
+
+
+def _is_data_uri(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("data:")
 
 
 def _numpy_scalar(value: Any) -> Any:
@@ -307,8 +360,8 @@ class _BaseClient:
 
     def clone(self, *, asynchronous: bool | None = None) -> QueueClient | AsyncQueueClient:
         """A new client with this one's settings and key, with its own connections: sync or async
-        (default: the same flavour). An async client is bound to the loop that first uses it, so
-        code running a loop in another thread takes a clone.
+        (default: the same flavour). One async client already works from several event loops
+        (one pool per loop); a clone is for independent settings, or a sync twin.
 
         >>> aclient = client.clone(asynchronous=True)     # doctest: +SKIP
         """
@@ -382,7 +435,9 @@ class _BaseClient:
         """
         if inputs is not None and not isinstance(inputs, Mapping):
             raise TypeError(f"inputs must be a mapping of field -> value, not {type(inputs).__name__}")
-        body = {k: _numpy_scalar(v) for k, v in {**(inputs or {}), **fields}.items()}
+        merged = {**resolve_aliases(inputs or {}), **resolve_aliases(fields)}  # steps= ... too
+        body = {k: _numpy_scalar(v) for k, v in merged.items()}
+        self._check_mask(body)
         pending: dict[str, tuple[bytes, str]] = {}
         for name in ("image_url", "mask_url"):
             value = body.get(name)
@@ -398,13 +453,51 @@ class _BaseClient:
                 body[name] = "data:" + mime + ";base64,"  # placeholder, replaced after validation
             else:
                 body[name] = encode_data_uri(data, mime)
-        return validate_input(body), pending
+        checked = validate_input(body)
+        self._warn_cost(checked, pending)
+        return checked, pending
+
+    _cost_warned = False
+
+    def _warn_cost(self, body: Mapping[str, Any], pending: Mapping[str, tuple[bytes, str]]) -> None:
+        """On fal.ai, warn once per client (CostWarning) when a job costs COST_WARNING_USD or more."""
+        if not self.is_fal or self._cost_warned:
+            return
+        size = _input_size(body.get("image_url"), pending.get("image_url"))
+        if size is None and not isinstance(body.get("image_size"), (str, Mapping)):
+            return  # an http(s) image of unknown size: nothing to estimate without a download
+        width, height = resolve_image_size(body.get("image_size"), size or (0, 0))
+        count = int(body.get("num_images", INPUT_FIELDS["num_images"].default))
+        cost = estimate_cost(width, height, count)
+        if cost >= COST_WARNING_USD:
+            self._cost_warned = True
+            warnings.warn(f"this fal.ai job makes {count} image{'s' if count != 1 else ''} of "
+                          f"{width}x{height} ({width * height * count / 1e6:.1f} MP): about "
+                          f"${cost:.2f} at ${PRICE_PER_MEGAPIXEL}/MP. Pass image_size= for smaller "
+                          "outputs (this warning is shown once per client)",
+                          CostWarning, stacklevel=4)
 
     @staticmethod
     def _needs_encoding(inputs: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> bool:
-        merged = {**(inputs or {}), **fields} if isinstance(inputs, Mapping) or inputs is None else {}
+        merged = {**resolve_aliases(inputs or {}), **resolve_aliases(fields)} \
+            if isinstance(inputs, Mapping) or inputs is None else {}
+        mask = merged.get("mask_url")
         return any(merged.get(name) is not None and not is_url(merged.get(name))
-                   for name in ("image_url", "mask_url"))
+                   for name in ("image_url", "mask_url")) or _is_data_uri(mask)
+
+    @staticmethod
+    def _check_mask(body: dict[str, Any]) -> None:
+        """Refuse a mask that repaints nothing, and fit it to the image (``fit_mask``: another
+        aspect ratio is a MaskMismatchError, another size is resized), for every mask the client
+        can see; an http(s) mask (or image) is left to the server, which checks it the same way."""
+        mask = body.get("mask_url")
+        if mask is None or (isinstance(mask, str) and is_url(mask) and not _is_data_uri(mask)):
+            return
+        image = body.get("image_url")
+        loaded = load_mask(mask)
+        fitted = check_mask(loaded, None if image is None else image_size_of(image))
+        if fitted is not loaded or hasattr(mask, "read"):  # resized, or a stream read once
+            body["mask_url"] = fitted
 
     @staticmethod
     def _file_name(name: str, mime: str) -> str:
@@ -625,7 +718,9 @@ class QueueClient(_BaseClient):
         JobTimeoutError is raised."""
         _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._wait(self._as_job(job), timeout, deadline, on_update, logs)
+        handle: Job = self._as_job(job)
+        with self._cancel_on_interrupt(handle):
+            return self._wait(handle, timeout, deadline, on_update, logs)
 
     def run(
         self,
@@ -645,14 +740,17 @@ class QueueClient(_BaseClient):
     ) -> InpaintResult:
         """Submit, call ``on_enqueue(job)`` (the request id is known before any waiting), wait.
         ``timeout`` counts from the call; when it runs out the job is cancelled and
-        JobTimeoutError raised."""
+        JobTimeoutError raised. A KeyboardInterrupt (Ctrl-C) after the submit cancels the job on
+        the server and is re-raised with a note naming its request id (also in the interrupt's
+        ``request_id``; ``cancel_outcome`` is the server's answer, None if the cancel failed)."""
         _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self.submit(inputs, webhook_url=webhook_url, priority=priority, hint=hint,
                           start_timeout=start_timeout, headers=headers, **fields)
-        if on_enqueue is not None:
-            on_enqueue(job)
-        return self._wait(job, timeout, deadline, on_update, logs)
+        with self._cancel_on_interrupt(job):
+            if on_enqueue is not None:
+                on_enqueue(job)
+            return self._wait(job, timeout, deadline, on_update, logs)
 
     # -- following a job ---------------------------------------------------------------------
 
@@ -677,6 +775,27 @@ class QueueClient(_BaseClient):
             follow.close()
         return self._result_from(self._send("GET", job.response_url), job,
                                  logs=seen if logs else None, metrics=metrics)
+
+    @contextlib.contextmanager
+    def _cancel_on_interrupt(self, job: Job) -> Iterator[None]:
+        """A KeyboardInterrupt inside cancels ``job`` on the server (one short try) and goes on,
+        with a note naming the request id."""
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            _note_interrupt(exc, job.request_id, self._cancel_now(job))
+            raise
+
+    def _cancel_now(self, job: Job) -> str | None:
+        """One PUT cancel, no retries, a short timeout: the server's answer, or None. A second
+        Ctrl-C skips it; nothing it raises replaces the interrupt being handled."""
+        try:
+            response = self._http.request("PUT", job.cancel_url, headers=self._headers_for(job.cancel_url),
+                                          timeout=_INTERRUPT_CANCEL_TIMEOUT)
+            return self._cancel_from(response, job)
+        except (Exception, KeyboardInterrupt) as exc:
+            log.debug("cancel after an interrupt failed for %s: %s", job.request_id, type(exc).__name__)
+            return None
 
     def _cancel_quietly(self, job: Job) -> bool:
         try:
@@ -751,6 +870,23 @@ class QueueClient(_BaseClient):
 # -- async -------------------------------------------------------------------------------------
 
 
+async def _close_pool(pool: httpx.AsyncClient) -> None:
+    await pool.aclose()
+
+
+def _loop_error(exc: RuntimeError) -> EventLoopError | None:
+    """The fluxnb error for asyncio's "bound to a different event loop" (and "Event loop is
+    closed") raised from inside a caller's transport; None for any other RuntimeError."""
+    text = str(exc)
+    if "different event loop" not in text and "Event loop is closed" not in text:
+        return None
+    return EventLoopError(
+        f"this AsyncQueueClient's transport= belongs to another event loop ({text}). The client "
+        "keeps one connection pool per event loop by itself, but a transport you pass is shared "
+        "by every loop: use such a client from one event loop only, or make one client (with its "
+        "own transport) per loop; without transport=, one client works from any loop")
+
+
 async def _call(callback: Callable[[Any], Any] | None, value: Any) -> None:
     if callback is not None:
         outcome = callback(value)
@@ -760,12 +896,28 @@ async def _call(callback: Callable[[Any], Any] | None, value: Any) -> None:
 
 class AsyncQueueClient(_BaseClient):
     """The async twin of :class:`QueueClient`: same arguments, same method names; the methods are
-    coroutines, ``stream_status`` is an async iterator, and callbacks may be sync or async."""
+    coroutines, ``stream_status`` is an async iterator, and callbacks may be sync or async.
+
+    **Event loops.** Connections belong to the event loop that opened them, so the client keeps
+    one connection pool per loop, made on first use in that loop and closed when the loop ends
+    (``asyncio.run`` returning) or on :meth:`aclose`: one client may be used from the kernel's
+    loop, a panel's loop thread and ``asyncio.run`` alike. A ``transport=`` you pass is shared by
+    every loop instead; a loop-bound one used from a second loop raises
+    :class:`~fluxnb.errors.EventLoopError` (make one client, with its own transport, per loop).
+    """
 
     _job_class = AsyncJob
 
     def _open(self) -> None:
-        self._http = httpx.AsyncClient(transport=self._transport, **self._new_http_kwargs())
+        from ._aio import PerLoop
+
+        #: One httpx.AsyncClient per event loop (see the class docstring and ``_http``).
+        self._pools: PerLoop[httpx.AsyncClient] = PerLoop(self._new_pool, _close_pool)
+        #: With a caller's transport (or outside asyncio): one pool for every loop.
+        self._shared: httpx.AsyncClient | None = None
+        if self._transport is not None:
+            self._shared = self._new_pool()
+        self._closed_pool: httpx.AsyncClient | None = None
         import anyio
 
         #: The sleep used between retries and polls; tests replace it to record delays.
@@ -780,8 +932,32 @@ class AsyncQueueClient(_BaseClient):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        """Close the connection pools (of every event loop that used this client)."""
+        closed = self._new_pool()
+        await closed.aclose()
+        self._closed_pool = closed  # from now on ``_http`` is a closed pool: requests fail
+        await self._pools.aclose()
+        if self._shared is not None:
+            await self._shared.aclose()
+
+    def _new_pool(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=self._transport, **self._new_http_kwargs())
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The connection pool of the running event loop (see the class docstring)."""
+        if self._closed_pool is not None:
+            return self._closed_pool
+        if self._shared is None:
+            import asyncio
+
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # not on an asyncio loop (trio, through anyio): one pool
+                self._shared = self._new_pool()
+            else:
+                return self._pools.get()
+        return self._shared
 
     async def _send(self, method: str, url: str, *, idempotent: bool = True,
                     headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx.Response:
@@ -793,6 +969,10 @@ class AsyncQueueClient(_BaseClient):
             try:
                 response = await self._http.request(method, url,
                                                     headers=self._headers_for(url, headers), **kwargs)
+            except RuntimeError as exc:
+                if (loop_error := _loop_error(exc)) is None:
+                    raise
+                raise loop_error from exc
             except httpx.TransportError as exc:
                 delay = retry_delay(attempt, self.max_retries, exc=exc, idempotent=idempotent)
                 if delay is None:
@@ -871,7 +1051,9 @@ class AsyncQueueClient(_BaseClient):
         """See :meth:`QueueClient.wait`; ``on_update`` may be a coroutine function."""
         _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        return await self._wait(self._as_job(job), timeout, deadline, on_update, logs)
+        handle: AsyncJob = self._as_job(job)
+        async with self._cancel_on_interrupt(handle):
+            return await self._wait(handle, timeout, deadline, on_update, logs)
 
     async def run(
         self,
@@ -889,13 +1071,16 @@ class AsyncQueueClient(_BaseClient):
         headers: Mapping[str, str] | None = None,
         **fields: Any,
     ) -> InpaintResult:
-        """See :meth:`QueueClient.run`; callbacks may be coroutine functions."""
+        """See :meth:`QueueClient.run`; callbacks may be coroutine functions. Cancelling the task
+        (like a KeyboardInterrupt) after the submit cancels the job on the server; the
+        CancelledError goes on with a note naming the request id."""
         _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         job = await self.submit(inputs, webhook_url=webhook_url, priority=priority, hint=hint,
                                 start_timeout=start_timeout, headers=headers, **fields)
-        await _call(on_enqueue, job)
-        return await self._wait(job, timeout, deadline, on_update, logs)
+        async with self._cancel_on_interrupt(job):
+            await _call(on_enqueue, job)
+            return await self._wait(job, timeout, deadline, on_update, logs)
 
     async def _wait(self, job: AsyncJob, timeout: float | None, deadline: float | None,
                     on_update: Callable[[Status], Any] | None, logs: bool) -> InpaintResult:
@@ -917,6 +1102,33 @@ class AsyncQueueClient(_BaseClient):
             await follow.aclose()
         return self._result_from(await self._send("GET", job.response_url), job,
                                  logs=seen if logs else None, metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def _cancel_on_interrupt(self, job: AsyncJob) -> AsyncIterator[None]:
+        """Task cancellation (or a KeyboardInterrupt) inside cancels ``job`` on the server, shielded
+        and with one short try, then goes on with a note naming the request id."""
+        import anyio
+
+        try:
+            yield
+        except BaseException as exc:
+            if not isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class())):
+                raise
+            with anyio.CancelScope(shield=True):
+                outcome = await self._cancel_now(job)
+            _note_interrupt(exc, job.request_id, outcome)
+            raise
+
+    async def _cancel_now(self, job: AsyncJob) -> str | None:
+        """See :meth:`QueueClient._cancel_now`."""
+        try:
+            response = await self._http.request("PUT", job.cancel_url,
+                                                headers=self._headers_for(job.cancel_url),
+                                                timeout=_INTERRUPT_CANCEL_TIMEOUT)
+            return self._cancel_from(response, job)
+        except Exception as exc:
+            log.debug("cancel after an interrupt failed for %s: %s", job.request_id, type(exc).__name__)
+            return None
 
     async def _cancel_quietly(self, job: AsyncJob) -> bool:
         try:
@@ -976,6 +1188,10 @@ class AsyncQueueClient(_BaseClient):
         except httpx.TransportError as exc:
             log.debug("status stream of %s broke (%s); polling", job.request_id, type(exc).__name__)
             raise _StreamUnavailable from None
+        except RuntimeError as exc:
+            if (loop_error := _loop_error(exc)) is None:
+                raise
+            raise loop_error from exc
         _check_deadline(deadline)
         raise _StreamUnavailable
 

@@ -31,20 +31,15 @@ from PIL import Image
 from .figures import mask_overlay
 from .images import load_image, load_mask, preview_data_uri, thumbnail
 from .result import InpaintResult
+from .schema import ALIASES, short_name
 
 __all__ = ["GridFigure", "grid_html", "param_title", "show_grid"]
 
 #: Default longest side of every thumbnail in a grid.
 THUMBNAIL_SIDE = 384
 
-# schema name -> short name used in titles, in title order
-_SHORT = {
-    "num_inference_steps": "steps",
-    "guidance_scale": "guidance",
-    "strength": "strength",
-    "num_images": "images",
-    "seed": "seed",
-}
+# the fields a title shows, in title order (each under its schema short name: ``steps=28``)
+_TITLE_FIELDS = ("num_inference_steps", "guidance_scale", "strength", "num_images", "seed")
 
 
 def param_title(params: Mapping[str, Any] | None = None, *, seed: Any = None) -> str:
@@ -59,14 +54,14 @@ def param_title(params: Mapping[str, Any] | None = None, *, seed: Any = None) ->
     params = dict(params or {})
     if seed is not None and params.get("seed") is None:
         params["seed"] = seed
-    short = {_SHORT.get(k, k): v for k, v in params.items()}
+    full = {ALIASES.get(k, k): v for k, v in params.items()}
     parts = []
-    for name in _SHORT.values():
-        value = short.get(name)
-        if value is None or (name == "images" and value == 1):
+    for field_name in _TITLE_FIELDS:
+        value, name = full.get(field_name), short_name(field_name)
+        if value is None or (field_name == "num_images" and value == 1):
             continue
         parts.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
-    for lora in short.get("loras") or ():
+    for lora in full.get("loras") or ():
         if isinstance(lora, Mapping) and lora.get("path"):
             name = str(lora["path"]).rstrip("/").rsplit("/", 1)[-1]
             parts.append(f"{name}×{lora.get('scale', 1.0):g}")
@@ -193,17 +188,14 @@ def show_grid(
     aspect = max(t.height / t.width for r in rows for _, t in r.tiles)
     fig = GridFigure(figsize=(tile_inches * ncols, tile_inches * aspect * len(rows) + 0.5 * len(rows)),
                      layout="constrained")
-    axes = fig.subplots(len(rows), ncols, squeeze=False)
-    for r, row in enumerate(rows):
-        for c in range(ncols):
-            ax = axes[r][c]
+    # one subfigure per row, so each row's title is centred over the whole row (not one column)
+    for row, sub in zip(rows, fig.subfigures(len(rows), 1, squeeze=False)[:, 0], strict=True):
+        if row.title:
+            sub.suptitle("\n".join(textwrap.wrap(row.title, 34 * ncols)), fontsize=10)
+        for c, ax in enumerate(sub.subplots(1, ncols, squeeze=False)[0]):
             ax.set_axis_off()
-            if c >= len(row.tiles):
-                continue
-            name, tile = row.tiles[c]
-            ax.imshow(tile, interpolation="antialiased")
-            label = name
-            if name.startswith("after") and row.title:
-                label += "\n" + "\n".join(textwrap.wrap(row.title, 34))
-            ax.set_title(label, fontsize=9)
+            if c < len(row.tiles):
+                name, tile = row.tiles[c]
+                ax.imshow(tile, interpolation="antialiased")
+                ax.set_title(name, fontsize=9)
     return fig

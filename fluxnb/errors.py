@@ -4,7 +4,10 @@
 
     FluxnbError
     ├── ValidationError (also ValueError)   bad input, found before any network call or by the server (422)
+    │   └── MaskMismatchError               the mask's aspect ratio (or size) is not the image's
+    ├── CredentialsError (also ValueError)  a key that cannot be used, or would go to the wrong host
     ├── TransportError                      the network failed and retries ran out (wraps the httpx error)
+    ├── EventLoopError (also RuntimeError)  an async client's own transport= was used from a second event loop
     ├── QueueHTTPError                      the server answered an error status: status_code, detail, error_type
     ├── JobFailedError                      the job completed with an error: request_id, error, error_type
     │   └── JobCancelledError               ... because it was cancelled
@@ -23,10 +26,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CostWarning",
+    "CredentialsError",
+    "EventLoopError",
     "FluxnbError",
     "JobCancelledError",
     "JobFailedError",
     "JobTimeoutError",
+    "MaskMismatchError",
     "QueueHTTPError",
     "TransportError",
     "ValidationError",
@@ -35,6 +42,15 @@ __all__ = [
 
 class FluxnbError(Exception):
     """Root of every error fluxnb raises on purpose."""
+
+
+class CostWarning(UserWarning):
+    """A job about to be sent to fal.ai is expensive (see ``fluxnb.schema.COST_WARNING_USD``).
+
+    Silence it with ``warnings.simplefilter("ignore", fluxnb.CostWarning)``. A warning (not a log
+    line) so a notebook shows it; under this project's pytest ``filterwarnings = error`` a test
+    that triggers it must expect it (``pytest.warns(CostWarning)``).
+    """
 
 
 class ValidationError(FluxnbError, ValueError):
@@ -52,6 +68,34 @@ class ValidationError(FluxnbError, ValueError):
     def fields(self) -> list[str]:
         """The names of the fields at fault, e.g. ``["strength"]``."""
         return [str(e["loc"][1]) for e in self.errors if len(e.get("loc", [])) > 1]
+
+
+class MaskMismatchError(ValidationError):
+    """The mask and the image disagree (different aspect ratio, or different size when resizing is
+    off); the message names both sizes. Built from a message (the item's ``loc`` is
+    ``["body", field]``) or from a list of fal-shaped items.
+
+    >>> MaskMismatchError("the mask is 4x4 but the image is 8x4").fields
+    ['mask_url']
+    """
+
+    def __init__(self, message: str | list[dict[str, Any]], field: str = "mask_url"):
+        errors = message if isinstance(message, list) else [
+            {"loc": ["body", field], "msg": message, "type": "mask_mismatch"}]
+        super().__init__(errors)
+
+
+class CredentialsError(FluxnbError, ValueError):
+    """A key that cannot be used (blank, non-ASCII, a control character inside, half of fal's
+    ``FAL_KEY_ID``/``FAL_KEY_SECRET`` pair) or that ``connect()`` will not send where it would go.
+    The message names where the key came from (``key=``, ``FLUXNB_KEY``, ``FAL_KEY``, ...), never
+    the key itself. Raised when the client is built, before anything is sent."""
+
+
+class EventLoopError(FluxnbError, RuntimeError):
+    """An async client's transport was used from an event loop other than the one its connections
+    belong to. fluxnb keeps one connection pool per loop by itself; only a ``transport=`` you
+    pass is shared by every loop (make one client, with its own transport, per loop)."""
 
 
 class TransportError(FluxnbError):

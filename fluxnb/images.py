@@ -8,7 +8,8 @@ Accepted for ``image_url`` / ``mask_url``:
   are decoded and re-encoded as PNG. A mask passes through only when it is PNG; anything else is
   decoded, converted to mode ``L`` and re-encoded as PNG;
 - a PIL image: encoded as PNG (lossless); masks are converted to mode ``L`` first;
-- a numpy array: ``uint8`` HxW / HxWx1 / HxWx3 / HxWx4, ``bool`` masks, floats in 0..1.
+- a numpy array: ``uint8`` HxW / HxWx1 / HxWx3 / HxWx4, ``bool`` masks, floats in 0..1. A mask
+  array holding only 0 and 1 (what segmentation code returns) is binary: 1 becomes 255 (repaint).
 
 >>> from PIL import Image
 >>> to_data_uri(Image.new("RGB", (4, 4)))[:22]
@@ -28,8 +29,8 @@ from PIL import Image
 
 from .datauri import decode_data_uri, encode_data_uri, sniff_mime
 
-__all__ = ["encode_image", "is_url", "load_image", "load_mask", "preview_data_uri", "thumbnail",
-           "to_data_uri"]
+__all__ = ["encode_image", "image_size_of", "is_url", "load_image", "load_mask", "preview_data_uri",
+           "thumbnail", "to_data_uri"]
 
 _URL_PREFIXES = ("http://", "https://", "data:")
 _PASS_THROUGH = ("image/png", "image/jpeg")
@@ -92,6 +93,8 @@ def _array_to_pil(arr: Any, *, mask: bool) -> Image.Image:
                     " in 0..255 (use uint8)"
                 )
             a = a.astype(np.uint8)
+        if mask and int(a.max()) == 1:
+            a = a * np.uint8(255)  # 0/1, what segmentation code returns: a binary mask
     else:
         raise ValueError(f"cannot use an array of dtype {a.dtype} (shape {shape}) as an image")
     a = np.ascontiguousarray(a)
@@ -205,8 +208,43 @@ def load_image(obj: Any) -> Image.Image:
 
 
 def load_mask(obj: Any) -> Image.Image:
-    """Any accepted mask input as a mode-``L`` PIL image (white = repaint)."""
+    """Any accepted mask input as a mode-``L`` PIL image (white = repaint); a 0/1 array is binary.
+
+    >>> import numpy as np
+    >>> load_mask(np.array([[0, 1]], np.uint8)).getpixel((1, 0))
+    255
+    """
     return _load(obj, mask=True)
+
+
+def image_size_of(obj: Any) -> tuple[int, int] | None:
+    """``(width, height)`` of an image input, read from its header where it has one; None for an
+    http(s) URL (not downloaded) or an input that cannot be read.
+
+    >>> import numpy as np
+    >>> image_size_of(np.zeros((4, 6, 3), np.uint8)), image_size_of("https://x/i.png")
+    ((6, 4), None)
+    """
+    if isinstance(obj, Image.Image):
+        return obj.size
+    if isinstance(obj, str) and obj.startswith(("http://", "https://")):
+        return None
+    if hasattr(obj, "__array_interface__") or type(obj).__module__.split(".")[0] == "numpy":
+        shape: tuple[int, ...] = tuple(getattr(obj, "shape", ()))
+        return (int(shape[1]), int(shape[0])) if len(shape) >= 2 else None
+    try:
+        if isinstance(obj, str) and obj.startswith("data:"):
+            data = decode_data_uri(obj)[1]
+        elif isinstance(obj, (str, os.PathLike)):
+            data = _read_path(obj)
+        elif isinstance(obj, (bytes, bytearray, memoryview)):
+            data = bytes(obj)
+        else:
+            return None
+        with Image.open(io.BytesIO(data)) as img:  # the header only: no pixel is decoded
+            return int(img.width), int(img.height)
+    except Exception:  # noqa: BLE001 - encoding the input later says what is wrong with it
+        return None
 
 
 def thumbnail(img: Image.Image, max_side: int) -> Image.Image:

@@ -24,19 +24,27 @@ from typing import Any
 from .errors import ValidationError
 
 __all__ = [
+    "ALIASES",
+    "COST_WARNING_USD",
     "ENDPOINT_ID",
     "IMAGE_SIZE_PRESETS",
     "INPUT_FIELDS",
     "LORA_SCALE",
+    "MASK_ASPECT_TOLERANCE",
+    "MASK_THRESHOLD",
     "MAX_IMAGE_SIDE",
     "OUTPUT_FIELDS",
     "OUTPUT_IMAGE_FIELDS",
     "PRICE_PER_MEGAPIXEL",
     "SEED_MAX",
     "Field",
+    "estimate_cost",
+    "flag_for",
     "markdown_table",
     "output_problems",
+    "resolve_aliases",
     "resolve_image_size",
+    "short_name",
     "validate_input",
 ]
 
@@ -46,11 +54,21 @@ ENDPOINT_ID = "fal-ai/flux-lora/inpainting"
 #: What fal publishes for this endpoint, in US dollars per output megapixel.
 PRICE_PER_MEGAPIXEL = 0.035
 
+#: On fal.ai, ``run``/``submit`` warn (once per client) when one job's estimated cost is at least
+#: this many US dollars (a 6000x4000 image with 4 outputs: about $3.36).
+COST_WARNING_USD = 1.0
+
 #: Largest seed accepted (fal takes any int; 63 bits keeps numpy and torch generators happy).
 SEED_MAX = 2**63 - 1
 
 #: Largest width or height accepted in ``image_size`` (fal's ImageSize bound).
 MAX_IMAGE_SIDE = 14142
+
+#: Mask pixels at least this bright (mode ``L``) are repainted; a mask with none repaints nothing.
+MASK_THRESHOLD = 128
+
+#: How far (relative) a mask's aspect ratio may differ from the image's and still be resized to it.
+MASK_ASPECT_TOLERANCE = 0.01
 
 #: fal's named image sizes, as (width, height).
 IMAGE_SIZE_PRESETS: Mapping[str, tuple[int, int]] = {
@@ -70,7 +88,9 @@ class Field:
     """One input field: its type, bounds, default and the label a widget shows.
 
     ``kind`` is one of ``string``, ``url``, ``integer``, ``number``, ``boolean``, ``choice``,
-    ``image_size``, ``loras``. ``step`` is the natural slider step for numbers.
+    ``image_size``, ``loras``. ``step`` is the natural slider step for numbers. ``short`` is the
+    short name (an alias accepted everywhere, used in titles and columns), ``aliases`` are more
+    accepted names, ``flag`` is the ``fluxnb run`` option that sets the field.
     """
 
     name: str
@@ -84,6 +104,9 @@ class Field:
     step: float | None = None
     choices: tuple[str, ...] = ()
     ctx: Mapping[str, Any] = field(default_factory=dict)
+    short: str = ""
+    aliases: tuple[str, ...] = ()
+    flag: str = ""
 
     def range_text(self) -> str:
         """The allowed values in words, e.g. ``"1 to 50"`` or ``"one of jpeg, png"``."""
@@ -108,35 +131,103 @@ LORA_SCALE = Field(
 INPUT_FIELDS: Mapping[str, Field] = {
     f.name: f
     for f in (
-        Field("prompt", "string", "The prompt to generate an image from.", label="Prompt",
-              required=True),
+        Field("prompt", "string", "The prompt to generate an image from (not blank).",
+              label="Prompt", required=True, flag="--prompt"),
         Field("image_url", "url", "The image to inpaint: an http(s) URL or a data URI.",
-              label="Image", required=True),
+              label="Image", required=True, short="image", flag="--image"),
         Field("mask_url", "url", "The mask: white (>=128) is repainted, black is kept.",
-              label="Mask", required=True),
+              label="Mask", required=True, short="mask", flag="--mask"),
         Field("num_inference_steps", "integer", "Denoising steps.", label="Steps",
-              default=28, minimum=1, maximum=50, step=1),
+              default=28, minimum=1, maximum=50, step=1, short="steps", flag="--steps"),
         Field("guidance_scale", "number", "How closely the model follows the prompt (CFG).",
-              label="Guidance", default=3.5, minimum=0.0, maximum=35.0, step=0.1),
+              label="Guidance", default=3.5, minimum=0.0, maximum=35.0, step=0.1,
+              short="guidance", aliases=("cfg",), flag="--guidance"),
         Field("strength", "number", "How much of the masked area is regenerated; 1.0 redraws it fully.",
-              label="Strength", default=0.85, minimum=0.01, maximum=1.0, step=0.01),
+              label="Strength", default=0.85, minimum=0.01, maximum=1.0, step=0.01,
+              flag="--strength"),
         Field("num_images", "integer", "How many images to generate.", label="Images",
-              default=1, minimum=1, maximum=4, step=1),
+              default=1, minimum=1, maximum=4, step=1, short="images", flag="--num-images"),
         Field("enable_safety_checker", "boolean", "Run the safety checker on the outputs.",
-              label="Safety checker", default=True),
+              label="Safety checker", default=True, short="safety_checker"),
         Field("output_format", "choice", "Format of the output images.", label="Format",
-              default="jpeg", choices=("jpeg", "png")),
+              default="jpeg", choices=("jpeg", "png"), short="format", flag="--format"),
         Field("seed", "integer", "Seed for reproducible results; random when omitted.",
-              label="Seed", default=None, minimum=0, maximum=SEED_MAX, step=1),
+              label="Seed", default=None, minimum=0, maximum=SEED_MAX, step=1, flag="--seed"),
         Field("image_size", "image_size",
               "Output size: a preset name or {width, height}; the input size when omitted.",
-              label="Image size", default=None, choices=tuple(IMAGE_SIZE_PRESETS)),
-        Field("loras", "loras", "LoRAs to apply: [{path, scale}].", label="LoRAs", default=()),
+              label="Image size", default=None, choices=tuple(IMAGE_SIZE_PRESETS), short="size"),
+        Field("loras", "loras", "LoRAs to apply: [{path, scale}].", label="LoRAs", default=(),
+              flag="--lora"),
         Field("sync_mode", "boolean",
               "Return images as data URIs and keep them out of request history.",
               label="Sync mode", default=False),
     )
 }
+
+#: Every accepted short name or alias -> its schema field (``steps`` -> ``num_inference_steps``),
+#: derived from each field's ``short`` and ``aliases``: the one alias table of the package.
+ALIASES: Mapping[str, str] = {
+    alias: spec.name
+    for spec in INPUT_FIELDS.values()
+    for alias in (spec.short, *spec.aliases)
+    if alias and alias != spec.name
+}
+
+
+def short_name(name: str) -> str:
+    """The short name of a field, for titles, table columns and axes (the name itself if none).
+
+    >>> short_name("num_inference_steps"), short_name("strength"), short_name("lora_scale")
+    ('steps', 'strength', 'lora_scale')
+    """
+    spec = INPUT_FIELDS.get(ALIASES.get(name, name))
+    return (spec.short or spec.name) if spec is not None else name
+
+
+def flag_for(name: str) -> str | None:
+    """The ``fluxnb run`` option that sets a field (or alias), or None when there is none.
+
+    >>> flag_for("num_inference_steps"), flag_for("steps"), flag_for("sync_mode")
+    ('--steps', '--steps', None)
+    """
+    spec = INPUT_FIELDS.get(ALIASES.get(name, name))
+    return (spec.flag or None) if spec is not None else None
+
+
+def resolve_aliases(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with short names replaced by schema names (``steps`` -> ...).
+
+    Giving an alias and its field (or two aliases of one field) is a ValidationError naming both.
+
+    >>> resolve_aliases({"steps": 20, "guidance": 4.0, "prompt": "p"})
+    {'num_inference_steps': 20, 'guidance_scale': 4.0, 'prompt': 'p'}
+    """
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    errors: list[dict[str, Any]] = []
+    for key, value in data.items():
+        name = ALIASES.get(key, key) if isinstance(key, str) else key
+        if name in given:
+            errors.append(_err([name], f"{given[name]}={_short(out[name])!r} and {key}={_short(value)!r}"
+                                       f" both set {name} ({given[name]!r} and {key!r} are one field):"
+                                       " pass only one", "value_error", None))
+            continue
+        given[name] = key
+        out[name] = value
+    if errors:
+        raise ValidationError(errors)
+    return out
+
+
+def estimate_cost(width: int, height: int, num_images: int = 1,
+                  price_per_megapixel: float = PRICE_PER_MEGAPIXEL) -> float:
+    """Estimated fal.ai cost in US dollars of one job with ``num_images`` outputs of that size.
+
+    >>> round(estimate_cost(6000, 4000, 4), 2)
+    3.36
+    """
+    return width * height / 1e6 * num_images * price_per_megapixel
+
 
 #: Output fields fal always returns, and the fields of each output image.
 OUTPUT_FIELDS = ("images", "timings", "seed", "has_nsfw_concepts", "prompt")
@@ -293,7 +384,9 @@ def _where(loc: list[Any]) -> str:
 
 def _unknown_field(key: Any, value: Any) -> dict[str, Any]:
     msg = f"unknown field {key!r}"
-    if isinstance(key, str):
+    if isinstance(key, str) and key in ALIASES:
+        msg += f"; did you mean {ALIASES[key]!r}? ({key!r} is its short name in fluxnb's client)"
+    elif isinstance(key, str):
         close = difflib.get_close_matches(key, list(INPUT_FIELDS), n=1)
         if close:
             msg += f"; did you mean {close[0]!r}?"
@@ -307,6 +400,10 @@ def _check(spec: Field, value: Any, loc: list[Any], errors: list[dict[str, Any]]
         if not isinstance(value, str):
             errors.append(_err(loc, f"{where} must be a string, not {type(value).__name__} "
                                     f"{_short(value)!r}", "string_type", value))
+            return _BAD
+        if spec.required and kind == "string" and not value.strip():
+            errors.append(_err(loc, f"{where} is empty: say what to paint in the masked area",
+                               "string_too_short", value))
             return _BAD
         if kind == "url":
             if not value.startswith(_URL_PREFIXES):

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -37,6 +38,61 @@ KERNEL_IDLE = """() => {
 # fire and forget: evaluate() would otherwise wait for every cell to finish
 RUN_ALL = "() => { window.jupyterapp.shell.collapseLeft(); " \
           "window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
+
+
+# For each slider readout of a panel: its box, its slider column's box, and whether a click at
+# its centre would land on it (false when it is clipped by a squeezed column or covered).
+READOUTS = """(panel) => Array.from(panel.querySelectorAll('.fluxnb-sliders .widget-readout')).map((r) => {
+  const b = r.getBoundingClientRect();
+  const col = r.closest('.fluxnb-sliders').getBoundingClientRect();
+  const hit = document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2);
+  return {text: r.textContent, x: b.x, y: b.y, w: b.width, h: b.height, right: b.right,
+          col_right: col.right, on_top: !!hit && (hit === r || r.contains(hit))};
+})"""
+SHOW_FILE_BROWSER = "() => window.jupyterapp.shell.activateById('filebrowser')"
+# Evaluate an expression in the notebook's kernel (its repr). ipywidgets throttles a model's
+# updates (one in flight, the rest held until the kernel is idle), so a value the browser shows
+# may not have reached the kernel yet; asking the kernel is the way to know.
+KERNEL_EVAL = """async (code) => {
+  const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  let out = null;
+  const f = k.requestExecute({code, silent: false, store_history: false});
+  f.onIOPub = (msg) => {
+    if (msg.header.msg_type === 'execute_result') out = msg.content.data['text/plain'];
+  };
+  await f.done;
+  return out;
+}"""
+
+
+def wait_for_kernel_value(page: Any, code: str, expected: str, timeout: float = 15.0) -> None:
+    """Ask the kernel until ``code`` evaluates to ``expected`` (each ask flushes held updates)."""
+    deadline = time.monotonic() + timeout
+    while (value := page.evaluate(KERNEL_EVAL, code)) != expected:
+        assert time.monotonic() < deadline, f"{code} is {value!r} in the kernel, not {expected!r}"
+
+
+def check_layout(page: Any, panel: Any, width: int) -> None:
+    """At ``width`` x 768 (JupyterLab's file browser open, as after a fresh start) the four
+    slider readouts are visible inside the panel and the seed toggle is on one line."""
+    page.set_viewport_size({"width": width, "height": 768})
+    page.evaluate(SHOW_FILE_BROWSER)
+    panel.locator(".fluxnb-sliders").scroll_into_view_if_needed()
+    page.wait_for_function("(el) => el.getBoundingClientRect().width > 0",
+                           arg=panel.element_handle())
+    box = panel.bounding_box()
+    assert box is not None and box["width"] < width - 250, box        # the file browser is open
+    readouts = page.evaluate(READOUTS, panel.element_handle())
+    assert [r["text"] for r in readouts] == ["12", "3.50", "0.85", "1"], readouts
+    for r in readouts:
+        assert r["w"] > 20 and r["h"] > 10, (width, r)
+        assert box["x"] <= r["x"] and r["right"] <= box["x"] + box["width"], (width, r, box)
+        assert r["right"] <= r["col_right"] + 0.5 and r["on_top"], (width, r)   # not clipped
+    toggle = panel.locator(".fluxnb-seed-mode button")
+    tops = [toggle.nth(i).bounding_box()["y"] for i in range(toggle.count())]   # type: ignore[index]
+    assert len(tops) == 2 and abs(tops[0] - tops[1]) < 1, (width, tops)        # one line
+    panel.screenshot(path=str(ARTIFACTS / f"panel-{width}.png"))
+    page.screenshot(path=str(ARTIFACTS / f"lab-{width}.png"))
 
 
 @pytest.fixture
@@ -92,6 +148,16 @@ def test_panel_in_jupyterlab_runs_and_cancels(servers: tuple[BackgroundServer, B
                 expect(panels).to_have_count(3, timeout=45_000)    # panel, painted, slow
                 page.wait_for_function(KERNEL_IDLE)                  # every cell has run
                 panel = panels.first
+                # -- the layout at 1024 and 1280 px, and the inputs shown before the first Run
+                for width in (1024, 1280):
+                    check_layout(page, panel, width)
+                preview = panel.locator("img.fluxnb-input-preview")
+                expect(preview).to_be_visible()
+                page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                                       arg=preview.element_handle())
+                expect(panel.locator(".fluxnb-inputs-info")).to_contain_text("512x600")
+                page.set_viewport_size({"width": 1280, "height": 1400})
+                page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
                 panel.scroll_into_view_if_needed()
 
                 # -- move the steps slider with the keyboard: 12 -> 15
@@ -102,6 +168,7 @@ def test_panel_in_jupyterlab_runs_and_cancels(servers: tuple[BackgroundServer, B
                 for _ in range(3):
                     handle.press("ArrowRight")
                 expect(steps.locator(".widget-readout")).to_have_text("15")
+                wait_for_kernel_value(page, "panel.steps.value", "15")
 
                 # -- Run: the result image appears in the panel
                 panel.locator("button", has_text="Run").click()
@@ -118,6 +185,7 @@ def test_panel_in_jupyterlab_runs_and_cancels(servers: tuple[BackgroundServer, B
                 assert job.params["num_inference_steps"] == 15       # the slider move reached the server
                 assert job.params["seed"] == 42
                 expect(panel.locator(".fluxnb-error")).to_have_count(0)
+                expect(panel.locator(".fluxnb-caption")).to_contain_text("steps=15")   # HTML text
                 panel.screenshot(path=str(ARTIFACTS / "panel-result.png"))
 
                 # -- paint on the mask painter with the mouse: the stroke reaches Python
@@ -152,6 +220,22 @@ def test_panel_in_jupyterlab_runs_and_cancels(servers: tuple[BackgroundServer, B
                 assert stats["requests"]["cancel"] == 1 and stats["jobs"]["cancelled"] == 1
                 assert stats["jobs"]["completed"] == 0 and stats["running"] == 0
                 slow_panel.screenshot(path=str(ARTIFACTS / "panel-cancelled.png"))
+
+                # -- Paint mask at 1024x768: the painter opens under the inputs, on screen
+                page.set_viewport_size({"width": 1024, "height": 768})
+                page.evaluate(SHOW_FILE_BROWSER)
+                paint = slow_panel.locator("button", has_text="Paint mask")
+                paint.evaluate("(b) => b.scrollIntoView({block: 'center'})")
+                paint.click()
+                canvas = slow_panel.locator("canvas").last
+                expect(canvas).to_be_visible()
+                canvas_box, paint_box = canvas.bounding_box(), paint.bounding_box()
+                run_box = slow_panel.locator("button", has_text="Run").bounding_box()
+                assert canvas_box and paint_box and run_box
+                assert paint_box["y"] < canvas_box["y"] < run_box["y"], (canvas_box, run_box)
+                assert canvas_box["y"] < 768 - 100, canvas_box      # starts on screen, no scrolling
+                page.wait_for_timeout(300)       # let the canvas draw the image
+                page.screenshot(path=str(ARTIFACTS / "panel-painter-1024.png"))
                 page.screenshot(path=str(ARTIFACTS / "lab-page.png"))
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "failure.png"))

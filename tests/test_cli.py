@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,6 +22,7 @@ from fluxnb.cli import build_parser, main
 from fluxnb.demo import demo_inputs
 
 from .conftest import make_test_image, make_test_mask
+from .support import free_port
 
 
 def _open(path: Path) -> Image.Image:
@@ -66,22 +74,223 @@ def test_run_against_a_server_writes_files(tmp_path: Path, live_server, capsys) 
     assert "done" in captured.err  # the progress bar on stderr
 
 
-def test_run_with_an_out_of_range_value_names_field_and_range(tmp_path: Path, live_server, capsys) -> None:
-    image, mask = tmp_path / "in.png", tmp_path / "m.png"
-    make_test_image().save(image)
-    make_test_mask().save(mask)
-    code = main(["run", "--image", str(image), "--mask", str(mask), "--prompt", "x", "--steps", "60",
-                 "--out", str(tmp_path), "--base-url", live_server.base_url])
+def _inputs(folder: Path, width: int = 96, height: int = 64) -> list[str]:
+    image, mask = folder / "in.png", folder / "m.png"
+    make_test_image(width, height).save(image)
+    make_test_mask(width, height).save(mask)
+    return ["--image", str(image), "--mask", str(mask)]
+
+
+def _fluxnb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fluxnb", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_an_out_of_range_value_names_the_flag_and_the_range(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", *_inputs(tmp_path), "--prompt", "x", "--steps", "60", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code != 0
-    assert "num_inference_steps=60" in err and "1 to 50" in err
+    assert info.value.code == 2
+    assert "--steps 60 is out of range: allowed 1 to 50 (default 28)" in err
+    assert "num_inference_steps" not in err
 
 
-def test_run_with_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="nope.png"):
+def test_a_bad_lora_scale_names_the_lora_flag(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", *_inputs(tmp_path), "--prompt", "x", "--lora", "a.safetensors",
+              "--lora", "b.safetensors@9"])
+    err = capsys.readouterr().err
+    assert "--lora #2 scale=9" in err and "0 to 4" in err and "loras[" not in err
+
+
+@pytest.mark.slow
+def test_options_are_checked_before_the_embedded_server_starts(tmp_path: Path) -> None:
+    done = _fluxnb("run", *_inputs(tmp_path), "--prompt", "x", "--steps", "60", "--strength", "2")
+    assert done.returncode == 2, done.stderr
+    assert "--steps 60" in done.stderr and "--strength 2" in done.stderr
+    assert "embedded" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_with_a_missing_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
         main(["run", "--image", str(tmp_path / "nope.png"), "--mask", "m.png", "--prompt", "x"])
+    assert info.value.code == 2 and "--image" in capsys.readouterr().err
+
+
+def test_help_has_examples_the_environment_and_no_rest_markup(capsys) -> None:
+    texts = {}
+    for command in ([], ["run"], ["serve"], ["demo"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        texts[" ".join(command)] = capsys.readouterr().out
+    assert all("`" not in text for text in texts.values()), texts
+    run_help = texts["run"]
+    assert "examples:" in run_help and "fluxnb run --image photo.jpg" in run_help
+    assert "FLUXNB_KEY" in run_help and "FLUXNB_BASE_URL" in run_help and "--key KEY" in run_help
+    usage = run_help.split("\n\n")[0]
+    assert "--prompt PROMPT" in usage and "[--prompt" not in usage  # shown as required
+    assert re.search(r"--port PORT\s+TCP port to listen on \(default 8000\)", texts["serve"])
+    assert "examples:" in texts["serve"] and "examples:" in texts[""]
+    assert "FLUXNB_KEY" in texts[""] and "FLUXNB_BASE_URL" in texts[""]
+
+
+def test_a_mistyped_flag_gets_a_did_you_mean(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", *_inputs(tmp_path), "--prompt", "x", "--stpes", "20"])
+    assert info.value.code == 2
+    assert "unrecognized option --stpes; did you mean --steps?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the suggestion names the flag, never its value
+        main(["run", *_inputs(tmp_path), "--prompt", "x", "--kye=class-secret-42"])
+    err = capsys.readouterr().err
+    assert "did you mean --key?" in err and "class-secret-42" not in err
+    with pytest.raises(SystemExit):
+        main(["serve", "--engien", "null"])
+    assert "did you mean --engine?" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_with_an_unknown_engine_is_one_line_and_exit_2() -> None:
+    done = _fluxnb("serve", "--engine", "nosuch", "--port", str(free_port()))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown engine 'nosuch'" in lines[0] and "preview" in lines[0]
+
+
+@pytest.mark.slow
+def test_serve_diffusers_without_torch_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    fake = tmp_path / "no-torch" / "torch"  # shadows the installed torch: importing it fails
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named torch (hidden by a test)')\n")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    done = _fluxnb("serve", "--engine", "diffusers", "--model", "some/model", "--port",
+                   str(free_port()), env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs torch" in lines[0] and "fluxnb[diffusers]" in lines[0]
+
+
+def test_the_bar_says_once_why_it_counts_fewer_steps(tmp_path: Path, live_server, capsys) -> None:
+    code = main(["run", *_inputs(tmp_path), "--prompt", "x", "--steps", "20", "--strength", "0.85",
+                 "--out", str(tmp_path / "out"), "--base-url", live_server.base_url])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("strength 0.85 runs 17 of 20 steps") == 1
+    assert "17/17" in err
+
+
+def test_run_key_reaches_the_server_and_is_never_shown(tmp_path: Path, server_factory, capsys) -> None:
+    secret = "class-secret-" + os.urandom(4).hex()
+    server = server_factory(engine="preview", key=secret)
+    out = tmp_path / "out"
+    code = main(["run", *_inputs(tmp_path), "--prompt", "x", "--out", str(out),
+                 "--base-url", server.base_url, "--key", secret])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert secret not in captured.out + captured.err
+    assert all(secret.encode() not in path.read_bytes() for path in out.iterdir())
+
+
+def test_run_key_without_a_server_url_is_refused_before_anything_is_sent(tmp_path: Path,
+                                                                          capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", *_inputs(tmp_path), "--prompt", "x", "--key", "class-secret-9"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "--key" in err and "--base-url" in err and "FAL_KEY" in err
+    assert "class-secret-9" not in err
+
+
+def test_an_error_is_printed_after_the_bar_not_inside_it(tmp_path: Path, server_factory,
+                                                           capsys) -> None:
+    server = server_factory(engine="preview", key="the-right-key")  # no key given: a 401
+    code = main(["run", *_inputs(tmp_path), "--prompt", "x", "--base-url", server.base_url])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "HTTP 401" in err and "the-right-key" not in err
+    before = err[: err.index("fluxnb: HTTP 401")]
+    assert before.endswith("\n"), repr(err)  # on a line of its own, after the closed bar
+
+
+class _Stderr:
+    """Collects a subprocess's stderr in a thread (tqdm redraws with \\r, not newlines)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]):
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for chunk in iter(lambda: proc.stderr.read1(4096), b""):  # type: ignore[union-attr]
+            self._chunks.append(chunk)
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace")
+
+    def finish(self, proc: subprocess.Popen[bytes]) -> str:
+        self._thread.join(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        return self.text()
+
+
+def _wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} after {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_job_on_the_server_and_names_it(tmp_path: Path, server_factory) -> None:
+    server = server_factory(engine="null", engine_options={"delay": 20.0}, workers=1)  # 2 s a step
+    # Python turns SIGINT into KeyboardInterrupt unless the parent ignores SIGINT (as a shell does
+    # for background jobs): install the default handler explicitly, then run the CLI's main.
+    launcher = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from fluxnb.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", launcher, "run", *_inputs(tmp_path), "--prompt",
+                             "x", "--out", str(tmp_path / "out"), "--base-url", server.base_url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = _Stderr(proc)
+    try:
+        _wait_until(lambda: re.search(r"request (\S+) queued", stderr.text()), "enqueued")
+        request_id = re.search(r"request (\S+) queued", stderr.text()).group(1)  # type: ignore[union-attr]
+        _wait_until(lambda: server.service.get(request_id).state == "IN_PROGRESS", "running")
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = stderr.finish(proc)
+    assert code == 130, err
+    assert f"fluxnb: interrupted; cancelled request {request_id} on the server" in err
+    assert "Traceback" not in err
+    _wait_until(lambda: server.service.stats["jobs"]["cancelled"] == 1, "cancelled on the server")
+    stats = server.service.stats
+    assert stats["jobs"]["completed"] == 0 and stats["requests"].get("cancel", 0) == 1
+    assert server.service.get(request_id).error_type == "request_cancelled"
 
 
 def test_serve_binds_loopback_by_default() -> None:
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.engine == "preview" and args.workers == 1
+
+
+def test_serve_strips_its_own_key_and_refuses_an_unusable_one(tmp_path):
+    """`fluxnb serve --key "$(cat key.txt)"` keeps the file's newline: the server strips it, so a
+    client with the clean key gets in; a key with a line break inside is one usage line, exit 2."""
+    from .support import ServeProcess
+
+    with ServeProcess(["--engine", "null", "--key", "class-secret\n"], log=tmp_path / "serve.log") as srv:
+        srv.wait_ready()
+        ok = httpx.get(f"{srv.base_url}/fal-ai/flux-lora/inpainting/requests/nope/status",
+                       headers={"Authorization": "Key class-secret"}, timeout=10)
+        assert ok.status_code == 404  # past the key check: an unknown request, not a 401
+    bad = subprocess.run([sys.executable, "-m", "fluxnb", "serve", "--engine", "null", "--port", "0",
+                          "--key", "class\nsecret"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "--key" in bad.stderr and "control character" in bad.stderr
+    assert "secret" not in bad.stderr.replace("FLUXNB_SERVER_KEY", "")
+    assert "Traceback" not in bad.stderr

@@ -125,6 +125,17 @@ async def test_run_with_callbacks(flavor, live_server, image, mask, caplog):
     assert "/status -> " not in caplog.text  # ... with no status polls
 
 
+async def test_short_names_reach_the_server_as_schema_fields(flavor, live_server, image, mask):
+    """``client.run(steps=6, images=2, format="png", image=..., mask=...)``: the schema's aliases."""
+    client = make(flavor, live_server.base_url)
+    result = await call(client.run, {"prompt": "a fox", "image": image}, mask=mask, steps=6,
+                        strength=1.0, images=2, format="png", seed=4)
+    await close(client)
+    assert progress_from_logs(result.logs) == (6, 6)            # 6 steps at strength 1.0 ran
+    assert [(i.width, i.height, i.content_type) for i in result.images] == [(*SIZE, "image/png")] * 2
+    assert result.seed == 4
+
+
 async def test_consecutive_runs_share_one_connection(flavor, live_server, image, mask, caplog):
     """The stream is read to its end after COMPLETED, so the result GET and the next job reuse the
     pooled connection instead of opening (and, on TLS, handshaking) a new one."""

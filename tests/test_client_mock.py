@@ -5,6 +5,7 @@ Every test runs the sync and the async client (``flavor``); sleeps are recorded,
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -222,6 +223,103 @@ async def test_validation_error_type(flavor):
                    num_images=9)
     await close(client)
     assert info.value.fields == ["num_images"] and fake.requests == []
+
+
+async def test_short_names_are_sent_as_schema_fields(flavor):
+    fake = Fake()
+    client = make(flavor, fake)
+    await call(client.submit, {"prompt": "p", "image": INPUT["image_url"]}, mask=INPUT["mask_url"],
+               steps=20, guidance=4.0, images=2)
+    await close(client)
+    body = json.loads(fake.requests[0].content)
+    assert body == {"prompt": "p", "image_url": INPUT["image_url"], "mask_url": INPUT["mask_url"],
+                    "num_inference_steps": 20, "guidance_scale": 4.0, "num_images": 2}
+
+
+async def test_a_short_name_and_its_full_name_together_are_an_error(flavor):
+    fake = Fake()
+    client = make(flavor, fake)
+    with pytest.raises(ValidationError, match=r"num_inference_steps=28 and steps=20 both set "
+                                              r"num_inference_steps .*pass only one") as info:
+        await call(client.run, {**INPUT, "num_inference_steps": 28, "steps": 20})
+    await close(client)
+    assert info.value.fields == ["num_inference_steps"] and fake.requests == []
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n"])
+async def test_a_blank_prompt_is_refused_before_sending(flavor, prompt):
+    fake = Fake()
+    client = make(flavor, fake)
+    with pytest.raises(ValidationError, match="prompt is empty") as info:
+        await call(client.run, {**INPUT, "prompt": prompt})
+    await close(client)
+    assert info.value.fields == ["prompt"] and fake.requests == []
+
+
+# -- the cost warning on fal.ai (MockTransport: a fal-looking URL, and nothing may leave) ------
+
+FAL = "https://queue.fal.run"
+
+
+def _big_jpeg(color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (6000, 4000), color).save(buf, "JPEG")  # 24 MP, ~0.4 MB
+    return buf.getvalue()
+
+
+@functools.cache
+def _big_inputs() -> dict[str, Any]:
+    return {**INPUT, "image_url": _big_jpeg((90, 120, 150)), "mask_url": _big_jpeg((255, 255, 255))}
+
+
+async def test_fal_warns_once_with_the_cost_of_a_large_job_before_sending(flavor):
+    from fluxnb import CostWarning
+
+    fake = Fake()
+    client = make(flavor, fake, base_url=FAL, key="id:secret")
+    seen_at_submit: list[int] = []
+    fake.set("POST", SUBMIT, lambda request: (seen_at_submit.append(len(record)),
+                                              httpx.Response(200, json=envelope(queue_position=0)))[1])
+    big = _big_inputs()
+    with pytest.warns(CostWarning) as record:
+        await call(client.run, big, num_images=4)
+        await call(client.submit, big, num_images=4)           # once per client: no second warning
+    await close(client)
+    assert len(record) == 1 and seen_at_submit == [1, 1]     # computed before the first request
+    text = str(record[0].message)
+    assert "$3.36" in text and "6000x4000" in text and "4 images" in text and "$0.035/MP" in text
+    assert "secret" not in text
+
+
+async def test_fal_warns_for_a_large_image_size_on_a_url_input(flavor):
+    from fluxnb import CostWarning
+
+    fake = Fake()
+    client = make(flavor, fake, base_url=FAL, key="id:secret")
+    with pytest.warns(CostWarning, match=r"\$1\.68"):
+        await call(client.submit, INPUT, image_size={"width": 6000, "height": 4000}, num_images=2)
+    await close(client)
+
+
+@pytest.mark.parametrize("base_url", [BASE, FAL])
+async def test_no_cost_warning_for_a_free_server_or_a_cheap_job(flavor, base_url):
+    import warnings
+
+    fake = Fake()
+    client = make(flavor, fake, base_url=base_url, key="id:secret")
+    big = _big_inputs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if base_url == BASE:
+            await call(client.submit, big, num_images=4)          # a local server is free
+        await call(client.submit, INPUT, image_size="square_hd", num_images=4)  # ~$0.15 on fal
+        await call(client.submit, INPUT)                      # an http(s) image of unknown size
+    await close(client)
+    assert [str(w.message) for w in caught] == []
 
 
 # -- retries ---------------------------------------------------------------------------------

@@ -44,10 +44,24 @@ def test_one_result_is_one_row_of_before_mask_after() -> None:
     fig = show_grid(result, image=image, mask=mask, params={"num_inference_steps": 8})
     assert isinstance(fig, GridFigure) and len(fig.axes) == 3
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:2] == ["before", "mask"]
-    assert titles[2].startswith("after") and "steps=8" in titles[2] and "seed=42" in titles[2]
+    assert titles == ["before", "mask", "after"]
     png = fig._repr_png_()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    (title,) = row_titles(fig)
+    assert title.get_text() == "steps=8 · seed=42"
+    _assert_centred_over_the_figure(fig, title)
+
+
+def row_titles(fig: GridFigure) -> list:
+    return [t for sub in fig.subfigs for t in sub.texts if t.get_text()]
+
+
+def _assert_centred_over_the_figure(fig: GridFigure, title) -> None:
+    """The title's rendered box is centred on the whole figure, not over the last column."""
+    fig.canvas.draw()
+    box, width = title.get_window_extent(), fig.bbox.width
+    assert abs((box.x0 + box.x1) / 2 - width / 2) < 0.03 * width
+    assert box.x0 < width / 2 < box.x1             # over the middle column, not only "after"
 
 
 def test_many_results_are_rows_with_their_own_titles() -> None:
@@ -56,9 +70,12 @@ def test_many_results_are_rows_with_their_own_titles() -> None:
     fig = show_grid(results, image=image, mask=mask,
                     params=[{"strength": s} for s in (0.3, 0.6, 0.9)])
     assert len([ax for ax in fig.axes if ax.images]) == 9
-    after_titles = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("after")]
-    assert after_titles == [f"after\nstrength={s} · seed={seed}"
-                            for s, seed in ((0.3, 1), (0.6, 2), (0.9, 3))]
+    assert [ax.get_title() for ax in fig.axes if ax.get_title().startswith("after")] == ["after"] * 3
+    titles = row_titles(fig)
+    assert [t.get_text() for t in titles] == [f"strength={s} · seed={seed}"
+                                              for s, seed in ((0.3, 1), (0.6, 2), (0.9, 3))]
+    for title in titles:
+        _assert_centred_over_the_figure(fig, title)
     with pytest.raises(ValueError, match="params has 2 entries for 3 results"):
         show_grid(results, image=image, mask=mask, params=[{}, {}])
 

@@ -156,3 +156,22 @@ def test_load_image_and_mask(tmp_path: Path, image, mask):
     assert load_mask(image).mode == "L"
     with pytest.raises(FileNotFoundError, match="missing.png"):
         load_image(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, bool])
+def test_a_0_1_array_is_read_as_a_binary_mask(dtype):
+    """What segmentation code returns (0 = keep, 1 = repaint) is a mask, not a nearly black image."""
+    seg = np.zeros((4, 6), dtype)
+    seg[1:3, 2:5] = 1
+    assert np.array_equal(np.asarray(load_mask(seg)), seg.astype(np.uint8) * 255)
+    _, img = decode(to_data_uri(seg, mask=True))
+    assert np.array_equal(np.asarray(img), seg.astype(np.uint8) * 255)
+    assert set(np.asarray(load_mask(np.zeros((2, 2), dtype))).ravel()) == {0}
+
+
+def test_a_0_1_array_stays_as_it_is_as_an_image():
+    dark = np.zeros((4, 6), np.uint8)
+    dark[0, 0] = 1
+    _, img = decode(to_data_uri(dark))
+    assert np.asarray(img).max() == 1
+    assert np.asarray(load_mask(np.full((2, 2), 2, np.uint8))).max() == 2  # only 0/1 is binary

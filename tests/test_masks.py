@@ -109,3 +109,144 @@ def test_mask_tools_are_public() -> None:
     for name in ("mask_box", "mask_ellipse", "mask_polygon", "mask_threshold", "invert_mask",
                  "grow_mask", "feather_mask", "fit_mask", "MaskMismatchError"):
         assert name in fluxnb.__all__ and getattr(fluxnb, name) is getattr(fluxnb.masks, name)
+
+
+# -- masks that repaint nothing, and masks of another shape, on every path to the server ------
+
+
+def _red_on_black(size: tuple[int, int] = (96, 64)) -> Image.Image:
+    """Red paint on black, as a drawing program saves it: luminance 76 < 128, so it paints nothing."""
+    img = Image.new("RGB", size)
+    img.paste((255, 0, 0), (20, 10, 60, 40))
+    return img
+
+
+def _binary_array(size: tuple[int, int] = (96, 64)) -> np.ndarray:
+    """What segmentation code returns: uint8 0 = keep, 1 = repaint."""
+    seg = np.zeros((size[1], size[0]), np.uint8)
+    seg[16:48, 32:64] = 1
+    return seg
+
+
+def test_empty_mask_helpers_say_what_they_saw() -> None:
+    from fluxnb.masks import empty_mask_reason, mask_is_empty
+
+    assert mask_is_empty(Image.new("L", (8, 8))) and mask_is_empty(_red_on_black())
+    assert not mask_is_empty(_binary_array()) and not mask_is_empty(mask_box((8, 8), (0, 0, 1, 1)))
+    reason = empty_mask_reason(_red_on_black())
+    assert reason is not None and "the brightest mask pixel is 76" in reason
+    assert "white (>= 128) marks what to repaint" in reason and "fluxnb.mask_threshold" in reason
+    assert "is 0" in str(empty_mask_reason(Image.new("L", (8, 8))))
+    assert empty_mask_reason(_binary_array()) is None
+
+
+def _client(flavor: str, base_url: str):  # type: ignore[no-untyped-def]
+    from fluxnb.client import AsyncQueueClient, QueueClient
+
+    return (QueueClient if flavor == "sync" else AsyncQueueClient)(base_url)
+
+
+def _submits(server) -> int:  # type: ignore[no-untyped-def]
+    import httpx
+
+    return int(httpx.get(server.base_url + "/_fluxnb/stats").json()["requests"].get("submit", 0))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["black", "red-on-black", "black-data-uri", "black-file"])
+async def test_the_client_refuses_an_empty_mask_before_sending(flavor, kind, server_factory, image,
+                                                               tmp_path) -> None:
+    from fluxnb.errors import ValidationError
+    from fluxnb.images import to_data_uri
+    from tests.twins import call, close
+
+    server = server_factory(engine="preview")
+    black = Image.new("L", image.size)
+    black.save(tmp_path / "black.png")
+    mask = {"black": black, "red-on-black": _red_on_black(image.size),
+            "black-data-uri": to_data_uri(black, mask=True), "black-file": tmp_path / "black.png"}[kind]
+    client = _client(flavor, server.base_url)
+    try:
+        with pytest.raises(ValidationError) as info:
+            await call(client.run, prompt="a fox", image_url=image, mask_url=mask)
+    finally:
+        await close(client)
+    assert info.value.fields == ["mask_url"]
+    assert str(info.value).startswith("mask_url: ")
+    assert f"the brightest mask pixel is {76 if kind == 'red-on-black' else 0}" in str(info.value)
+    assert "fluxnb.mask_threshold" in str(info.value)
+    assert _submits(server) == 0
+
+
+@pytest.mark.anyio
+async def test_the_client_sends_a_0_1_array_as_a_binary_mask(flavor, live_server, image) -> None:
+    from tests.twins import call, close
+
+    client = _client(flavor, live_server.base_url)
+    try:
+        result = await call(client.run, prompt="a fox", image_url=image, mask_url=_binary_array(),
+                            seed=1)
+    finally:
+        await close(client)
+    assert not any("mask is empty" in entry.message for entry in result.logs)
+    out = np.asarray((await call(result.apil_images if flavor == "async" else result.pil_images))[0])
+    assert not np.array_equal(out[16:48, 32:64], np.asarray(image)[16:48, 32:64])  # repainted
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("as_files", [False, True])
+async def test_the_client_refuses_a_mask_of_another_aspect_ratio(flavor, as_files, server_factory,
+                                                                 tmp_path) -> None:
+    from fluxnb.errors import ValidationError
+    from tests.conftest import make_test_image, make_test_mask
+    from tests.twins import call, close
+
+    server = server_factory(engine="preview")
+    image, mask = make_test_image(64, 75), make_test_mask(75, 64)   # 600x512 vs 512x600, scaled
+    if as_files:
+        image.save(tmp_path / "image.jpg")
+        mask.save(tmp_path / "mask.png")
+        image, mask = tmp_path / "image.jpg", tmp_path / "mask.png"  # type: ignore[assignment]
+    client = _client(flavor, server.base_url)
+    try:
+        with pytest.raises(MaskMismatchError) as info:
+            await call(client.run, prompt="a fox", image_url=image, mask_url=mask)
+    finally:
+        await close(client)
+    assert isinstance(info.value, ValidationError) and info.value.fields == ["mask_url"]
+    assert "75x64" in str(info.value) and "64x75" in str(info.value)
+    assert _submits(server) == 0
+
+
+@pytest.mark.anyio
+async def test_the_client_resizes_a_mask_of_the_same_aspect_ratio_and_says_so(
+        flavor, live_server, image, caplog) -> None:
+    import logging
+
+    from tests.conftest import make_test_mask
+    from tests.twins import call, close
+
+    caplog.set_level(logging.INFO, logger="fluxnb")
+    client = _client(flavor, live_server.base_url)
+    try:
+        result = await call(client.run, prompt="a fox", image_url=image,
+                            mask_url=make_test_mask(48, 32), seed=1)
+    finally:
+        await close(client)
+    assert (result.images[0].width, result.images[0].height) == image.size
+    lines = [r.getMessage() for r in caplog.records if "resized" in r.getMessage()]
+    assert len(lines) == 1 and "48x32" in lines[0] and "96x64" in lines[0], caplog.text
+
+
+def test_the_cli_refuses_a_mask_of_another_aspect_ratio(tmp_path, live_server, capsys) -> None:
+    from fluxnb.cli import main
+    from tests.conftest import make_test_image, make_test_mask
+
+    make_test_image(64, 75).save(tmp_path / "in.png")
+    make_test_mask(75, 64).save(tmp_path / "m.png")
+    code = main(["run", "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"),
+                 "--prompt", "a fox", "--out", str(tmp_path / "out"),
+                 "--base-url", live_server.base_url])
+    err = capsys.readouterr().err
+    assert code != 0 and "75x64" in err and "64x75" in err, err
+    assert "Traceback" not in err

@@ -16,7 +16,7 @@ from tests.conftest import make_test_image
 
 def mouse(painter: MaskPainter, event: str, x: float, y: float) -> None:
     """Deliver a mouse event the way the browser does (a comm message to the top canvas)."""
-    painter.canvas[1]._handle_frontend_event(None, {"event": event, "x": x, "y": y}, None)
+    painter.canvas[-1]._handle_frontend_event(None, {"event": event, "x": x, "y": y}, None)
 
 
 def test_strokes_are_rasterised_at_the_image_resolution() -> None:
@@ -104,3 +104,28 @@ def test_painter_mask_works_with_the_mask_tools() -> None:
     painter.paint([(10, 10), (50, 50)], radius=4)
     assert mask_coverage(fluxnb.grow_mask(painter.mask, 2)) > painter.coverage
     assert "MaskPainter(64x64, 1 strokes" in repr(painter)
+
+
+def test_the_default_brush_is_sized_on_screen_not_in_image_pixels() -> None:
+    photo = MaskPainter(Image.new("RGB", (6000, 4000)), widgets=False)       # canvas 512x341
+    small = MaskPainter(Image.new("RGB", (512, 384)), widgets=False)         # canvas 512x384
+    for painter in (photo, small):
+        assert 12 <= painter.brush * painter.scale <= 18, painter.brush       # ~15 px on screen
+    assert photo.brush == pytest.approx(15.36 / photo.scale, abs=1)          # ~180 image px
+    assert small.brush == 15
+    photo.paint([(3000, 2000)])                    # one dab with the default brush is visible
+    assert photo.coverage > 0.002
+    assert MaskPainter(Image.new("RGB", (64, 64)), brush=3, widgets=False).brush == 3
+
+
+def test_the_brush_is_shown_its_size_and_its_outline_under_the_mouse() -> None:
+    painter = MaskPainter(Image.new("RGB", (3000, 2000)), display_size=300)   # scale 0.1
+    assert painter.brush == 90 and painter.brush_slider.value == 90
+    assert "brush 90 px (9 px on screen)" in painter.info.value
+    mouse(painter, "mouse_move", 40, 50)                 # hovering, no button down
+    assert painter.cursor == (40, 50, 9.0) and painter.strokes == []
+    painter.brush_slider.value = 200
+    assert painter.brush == 200 and painter.cursor == (40, 50, 20.0)
+    assert "brush 200 px (20 px on screen)" in painter.info.value
+    mouse(painter, "mouse_out", 40, 50)
+    assert painter.cursor is None

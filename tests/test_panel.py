@@ -143,7 +143,8 @@ def test_run_shows_the_result_and_the_server_got_the_slider_values(live_server: 
     assert "done in" in panel.status.value and "seed 1234" in panel.status.value
     assert panel.error.value == ""
     png = panel.result_image.value
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and panel.result_box.children == (panel.result_image,)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert panel.result_box.children == (panel.result_image, panel.result_caption)
     assert panel.progress.value == panel.progress.max > 1           # step logs drove the bar
     assert panel.result is not None and panel.result.input_image is not None
     assert not panel.run_button.disabled and panel.cancel_button.disabled
@@ -168,6 +169,31 @@ def test_random_seed_is_drawn_sent_and_recorded(live_server: BackgroundServer) -
     seed = live_server.service.get(panel.job.request_id).params["seed"]
     assert isinstance(seed, int)
     assert panel.history.iloc[-1]["seed"] == seed == panel.result.seed
+
+
+def test_a_random_seed_is_written_back_and_can_be_reused(live_server: BackgroundServer) -> None:
+    async def scenario(client: AsyncQueueClient) -> tuple[InpaintPanel, str, str]:
+        panel = panel_for(client)
+        assert panel.reuse_seed_button.layout.display == "none"      # nothing to reuse yet
+        await panel.arun()
+        first = panel.job.request_id
+        seed = panel.result.seed
+        # the seed used is shown (in the greyed-out seed box and the status line) ...
+        assert panel.seed.value == seed == panel.last_seed and panel.seed.disabled
+        assert f"seed {seed} (random)" in panel.status.value
+        # ... and one click makes it the fixed seed of the next run
+        assert panel.reuse_seed_button.layout.display != "none"
+        assert str(seed) in panel.reuse_seed_button.description
+        panel.reuse_seed_button.click()
+        assert panel.seed_mode.value == "fixed" and not panel.seed.disabled
+        assert panel.values()["seed"] == seed and panel.reuse_seed_button.layout.display == "none"
+        await panel.arun()
+        return panel, first, panel.job.request_id
+
+    panel, first, second = with_client(live_server.base_url, scenario)
+    sent = [live_server.service.get(rid).params["seed"] for rid in (first, second)]
+    assert sent[0] == sent[1] == panel.last_seed
+    assert panel.reuse_seed_button.layout.display == "none"         # a fixed seed: nothing to offer
 
 
 def test_cancel_stops_the_job_on_the_server(slow_server: BackgroundServer) -> None:
@@ -205,6 +231,7 @@ def test_cancel_stops_the_job_on_the_server(slow_server: BackgroundServer) -> No
     stats = slow_server.service.stats
     assert stats["requests"]["cancel"] >= 1 and stats["jobs"].get("cancelled", 0) > cancelled_before
     assert "cancelled" in panel.status.value and panel.result is None
+    assert panel.progress.value == 0                     # reset, not frozen at the last step
     assert panel.history.iloc[-1]["status"] == "cancelled"
     assert not panel.run_button.disabled and panel.cancel_button.disabled
 
@@ -253,6 +280,18 @@ def test_out_of_range_value_is_shown_and_nothing_is_sent(live_server: Background
     assert "ValidationError" in panel.error.value
     assert "num_inference_steps=100 is out of range: allowed 1 to 50" in panel.error.value
     assert "not sent" in panel.status.value and not panel.run_button.disabled
+
+
+@pytest.mark.parametrize("prompt", ["", "  ", "\n"])
+def test_the_panel_and_the_client_share_the_schemas_prompt_rule(prompt: str) -> None:
+    """One rule: the panel's error for a blank prompt is the schema's (what the client raises)."""
+    with pytest.raises(fluxnb.ValidationError) as panel_error:
+        build_params({"prompt": prompt})
+    with pytest.raises(fluxnb.ValidationError) as schema_error:
+        schema.validate_input({"prompt": prompt, "image_url": "https://x/i.png",
+                               "mask_url": "https://x/m.png"})
+    assert panel_error.value.errors == schema_error.value.errors
+    assert panel_error.value.fields == ["prompt"]
 
 
 def test_empty_prompt_and_bad_mask_are_shown() -> None:
@@ -421,3 +460,126 @@ def test_history_keeps_the_last_runs(live_server: BackgroundServer) -> None:
 
 def test_panel_names_are_public() -> None:
     assert fluxnb.InpaintPanel is InpaintPanel and fluxnb.MaskPainter is MaskPainter
+
+
+# -- what the panel shows: layout, inputs, stale results, masks that do nothing --------------------
+
+
+def _contains(box: Any, widget: Any) -> bool:
+    return box is widget or any(_contains(c, widget) for c in getattr(box, "children", ()))
+
+
+def _children_index(panel: InpaintPanel, widget: Any) -> int:
+    """Which row of the panel's column holds ``widget`` (at any depth)."""
+    for i, child in enumerate(panel.widget.children):
+        if _contains(child, widget):
+            return i
+    raise AssertionError(f"{widget!r} is not in the panel")
+
+
+def test_parameter_columns_wrap_instead_of_clipping_the_readouts() -> None:
+    panel = InpaintPanel()
+    row = panel.widget.children[_children_index(panel, panel.seed_mode)]
+    sliders, options = row.children
+    assert panel.steps in sliders.children and "fluxnb-sliders" in sliders._dom_classes
+    assert row.layout.flex_flow == "row wrap"              # a narrow page moves the seed column down
+    assert sliders.layout.flex == options.layout.flex == "0 0 auto"     # ... never squeezes it
+    seed_row = options.children[0]
+    assert seed_row.children == (panel.seed, panel.seed_mode)
+    assert seed_row.layout.flex_flow == "row nowrap" and panel.seed_mode.layout.flex == "0 0 auto"
+
+
+def test_paint_mask_opens_the_painter_under_the_inputs() -> None:
+    panel = panel_for(None)
+    panel.paint_button.click()
+    where = _children_index(panel, panel.painter.widget)
+    assert where == _children_index(panel, panel.inputs_info) + 1            # just under the inputs
+    assert where < _children_index(panel, panel.steps) < _children_index(panel, panel.run_button)
+    assert where < _children_index(panel, panel.history_html)
+
+
+def test_inputs_from_code_are_named_and_previewed_before_the_first_run(tmp_path: Any) -> None:
+    panel = panel_for(None)                                  # PIL image and mask from code
+    assert panel.image_path.value == "" and panel.image_path.placeholder == "from code: PIL image 96x64"
+    assert "from code: PIL image 96x64" in panel.mask_path.placeholder
+    assert "fluxnb-from-code" in panel.image_path._dom_classes
+    assert "image 96x64 (PIL image)" in panel.inputs_info.value
+    preview = Image.open(__import__("io").BytesIO(panel.input_preview.value))
+    assert panel.input_preview.layout.display != "none"
+    assert preview.height == 88 and preview.width == 2 * 132 + 6        # before | mask over it
+    assert preview.getpixel((2 * 132 + 6 - 66, 44)) != preview.getpixel((66, 44))   # tinted hole
+    path = tmp_path / "cat.png"
+    make_test_image().save(path)
+    by_path = panel_for(None, image=path, mask=MaskPainter(make_test_image(), make_test_mask(),
+                                                           widgets=False))
+    assert by_path.image_path.value == str(path) and "cat.png" in by_path.inputs_info.value
+    assert "from code: painted mask 96x64" in by_path.mask_path.placeholder
+    by_path.image_path.value = ""
+    by_path.mask_path.value = str(path)                         # typed: the hint comes back
+    assert by_path.mask_path.placeholder.startswith("path or URL")
+
+
+def test_an_error_marks_the_previous_result_stale(server_factory: Callable[..., BackgroundServer]
+                                                  ) -> None:
+    server = server_factory(engine="null", engine_options={"delay": 0.3}, workers=1)
+
+    async def scenario(client: AsyncQueueClient) -> InpaintPanel:
+        panel = panel_for(client, seed=3)
+        await panel.arun()
+        assert not panel.result_stale and panel.result_box.children[0] is panel.result_image
+        panel.run_button.click()                       # this run fails on the server
+        await wait_for(lambda: panel.job is not None and "running" in panel.status.value)
+        server.service.cancel(panel.job.request_id)
+        with pytest.raises(fluxnb.JobFailedError):
+            await panel.task
+        return panel
+
+    panel = with_client(server.base_url, scenario)
+    assert panel.result_stale and panel.result_box.children[0] is panel.stale_note
+    assert "stale" in panel.stale_note.value and "failed" in panel.stale_note.value
+    assert "fluxnb-stale" in panel.result_image._dom_classes and panel.progress.bar_style == "danger"
+    assert "JobCancelledError" in panel.error.value
+
+
+def test_the_result_caption_is_html_text(live_server: BackgroundServer,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from fluxnb.widgets import panel as panel_module
+
+    strips: list[dict[str, Any]] = []
+    real = panel_module.before_mask_after
+
+    def spy(*args: Any, **kwargs: Any) -> Image.Image:
+        strips.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(panel_module, "before_mask_after", spy)
+
+    async def scenario(client: AsyncQueueClient) -> InpaintPanel:
+        panel = panel_for(client, seed=77)
+        panel.steps.value = 6
+        await panel.arun()
+        return panel
+
+    panel = with_client(live_server.base_url, scenario)
+    assert strips and all(not kw.get("caption") for kw in strips)      # no text in the raster
+    assert "steps=6" in panel.result_caption.value and "seed=77" in panel.result_caption.value
+    assert "fluxnb-caption" in panel.result_caption._dom_classes
+
+
+def test_an_empty_mask_disables_run_and_says_why() -> None:
+    red_on_black = Image.new("RGB", (96, 64))
+    red_on_black.paste((255, 0, 0), (30, 20, 60, 40))          # luminance 76: repaints nothing
+    panel = panel_for(None, mask=red_on_black)
+    assert panel.run_button.disabled and panel.run_blocked is not None
+    assert "Run is disabled" in panel.status.value and "brightest mask pixel is 76" in panel.status.value
+    assert "mask_threshold" in panel.status.value
+    with pytest.raises(fluxnb.ValidationError, match="brightest mask pixel is 76") as caught:
+        panel.start()                                    # from code too: refused, nothing sent
+    assert "mask_url" in caught.value.fields and panel.task is None and panel.client is None
+    panel.paint_button.click()                           # paint the area: Run comes back
+    assert panel.run_button.disabled
+    panel.painter.paint([(48, 32)], radius=6)
+    assert not panel.run_button.disabled and panel.run_blocked is None
+    assert "ready" in panel.status.value
+    panel.painter.clear()
+    assert panel.run_button.disabled and "brightest mask pixel is 0" in panel.status.value

@@ -177,6 +177,7 @@ def test_log_entry_round_trip():
 # -- the SSE parser (fluxnb.sse) and the client's pure helpers (fluxnb._http) -----------------
 
 from fluxnb import _http  # noqa: E402
+from fluxnb.errors import CredentialsError  # noqa: E402
 from fluxnb.sse import SSEEvent, SSEParser  # noqa: E402
 
 
@@ -227,7 +228,8 @@ def test_resolve_key():
     assert _http.resolve_key("http://127.0.0.1:1", None, {"FAL_KEY": "fk"}) is None
     both = {"FAL_KEY_ID": "i", "FAL_KEY_SECRET": "s"}
     assert _http.resolve_key("https://queue.fal.run", None, both) == "i:s"
-    assert _http.resolve_key("https://queue.fal.run", None, {"FAL_KEY_ID": "i"}) is None
+    with pytest.raises(CredentialsError, match="FAL_KEY_SECRET"):  # half a pair: said, not ignored
+        _http.resolve_key("https://queue.fal.run", None, {"FAL_KEY_ID": "i"})
     assert _http.resolve_key("http://x", "explicit", env) == "explicit"
     assert _http.resolve_key("https://queue.fal.run", "", env) is None  # "" means: no key
 

@@ -178,3 +178,81 @@ def test_output_problems():
     assert output_problems(good) == []
     assert "missing field 'seed'" in output_problems({k: v for k, v in good.items() if k != "seed"})
     assert output_problems({**good, "images": [{"url": "u"}]})[0].startswith("images[0] has no")
+
+
+# -- one alias table, one prompt rule, one price (issue 9, item 10) ----------------------------
+
+
+def test_aliases_are_derived_from_each_fields_short_name():
+    from fluxnb.schema import ALIASES
+
+    assert ALIASES["steps"] == "num_inference_steps" and ALIASES["guidance"] == "guidance_scale"
+    assert ALIASES["cfg"] == "guidance_scale" and ALIASES["images"] == "num_images"
+    assert (ALIASES["image"], ALIASES["mask"], ALIASES["size"]) == ("image_url", "mask_url", "image_size")
+    derived = {a: f.name for f in INPUT_FIELDS.values() for a in (f.short, *f.aliases)
+               if a and a != f.name}
+    assert dict(ALIASES) == derived
+    assert not set(ALIASES) & set(INPUT_FIELDS)          # no alias shadows a field
+
+
+def test_every_alias_user_reads_the_schema_table():
+    """Sweep axes, display titles, sheet labels, panel history and the CLI caption: one table."""
+    from fluxnb.display import param_title
+    from fluxnb.schema import ALIASES, short_name
+    from fluxnb.sweeps import axes, sheets
+    from fluxnb.widgets.history import RunHistory
+
+    assert axes.ALIASES is ALIASES
+    assert all(axes.canonical_name(alias) == name for alias, name in ALIASES.items())
+    assert param_title({"steps": 8, "images": 2, "cfg": 4.0}) == "steps=8 · guidance=4 · images=2"
+    assert param_title({"num_images": 3}) == "images=3"
+    assert sheets._label("guidance_scale", 3.5) == "guidance=3.5"
+    history = RunHistory()
+    history.start({"prompt": "p", "num_images": 2, "output_format": "png"})
+    columns = list(history.to_frame().columns)
+    assert {short_name(n) for n in ("num_inference_steps", "num_images", "output_format",
+                                    "enable_safety_checker")} <= set(columns)
+    assert history.to_rows()[0]["images"] == 2 and history.to_rows()[0]["format"] == "png"
+
+
+def test_short_name_and_flag_for():
+    from fluxnb.schema import flag_for, short_name
+
+    assert short_name("num_inference_steps") == short_name("steps") == "steps"
+    assert short_name("strength") == "strength" and short_name("lora_scale") == "lora_scale"
+    assert flag_for("num_inference_steps") == flag_for("steps") == "--steps"
+    assert flag_for("num_images") == "--num-images" and flag_for("output_format") == "--format"
+    assert flag_for("image_url") == "--image" and flag_for("loras") == "--lora"
+    assert flag_for("sync_mode") is None and flag_for("nope") is None
+
+
+def test_resolve_aliases_and_a_clash():
+    from fluxnb.schema import resolve_aliases
+
+    assert resolve_aliases({"steps": 4, "mask": "m", "prompt": "p"}) == {
+        "num_inference_steps": 4, "mask_url": "m", "prompt": "p"}
+    with pytest.raises(ValidationError) as info:
+        resolve_aliases({"guidance": 3.0, "cfg": 4.0})
+    assert info.value.fields == ["guidance_scale"]
+    assert "guidance=3.0 and cfg=4.0 both set guidance_scale" in str(info.value)
+
+
+def test_the_server_side_schema_names_the_full_field_for_an_alias():
+    err = errors_of({**BASE, "steps": 4})
+    assert "did you mean 'num_inference_steps'?" in str(err)
+
+
+@pytest.mark.parametrize("prompt", ["", " ", "\t\n"])
+def test_a_blank_prompt_is_refused_naming_prompt(prompt):
+    err = errors_of({**BASE, "prompt": prompt})
+    assert err.fields == ["prompt"] and err.errors[0]["type"] == "string_too_short"
+    assert "prompt is empty: say what to paint in the masked area" in str(err)
+
+
+def test_one_price_for_the_sweep_and_the_cost_warning():
+    from fluxnb.schema import COST_WARNING_USD, PRICE_PER_MEGAPIXEL, estimate_cost
+    from fluxnb.sweeps.plan import Plan
+
+    assert PRICE_PER_MEGAPIXEL == 0.035 and Plan.price_per_megapixel == PRICE_PER_MEGAPIXEL
+    assert estimate_cost(6000, 4000, 4) == pytest.approx(3.36)
+    assert estimate_cost(1024, 1024, 4) < COST_WARNING_USD <= estimate_cost(6000, 4000, 4)

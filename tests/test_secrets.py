@@ -14,6 +14,7 @@ import pytest
 
 from fluxnb.client import AsyncQueueClient, QueueClient
 from fluxnb.errors import (
+    CredentialsError,
     FluxnbError,
     JobFailedError,
     JobTimeoutError,
@@ -21,6 +22,7 @@ from fluxnb.errors import (
     TransportError,
     ValidationError,
 )
+from fluxnb.protocol import DEFAULT_BASE_URL
 
 from .twins import call, close
 
@@ -36,12 +38,19 @@ def keyed_server(server_factory: Any) -> Any:
     return server_factory(engine="null", engine_options={"delay": 0.2}, workers=1, key=KEY)
 
 
+@pytest.fixture
+def sends_nothing() -> None:
+    """Marks a test whose key is refused before any request (so nothing is logged by the client)."""
+
+
 @pytest.fixture(autouse=True)
-def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+def debug_logs(caplog: pytest.LogCaptureFixture,
+               request: pytest.FixtureRequest) -> Iterator[pytest.LogCaptureFixture]:
     caplog.set_level(logging.DEBUG)  # every logger: fluxnb, httpx, httpcore, uvicorn
     yield caplog
     records = caplog.get_records("call")
-    assert any(r.name == "fluxnb.client" for r in records)  # requests were logged at DEBUG ...
+    if "sends_nothing" not in request.fixturenames:  # requests were logged at DEBUG ...
+        assert any(r.name == "fluxnb.client" for r in records)
     for record in records:  # ... and never the key, by fluxnb, httpx or httpcore
         assert KEY not in record.getMessage() and KEY not in str(record.args)
         assert "Key " + KEY[:8] not in record.getMessage()
@@ -143,3 +152,79 @@ async def test_errors_are_clean(flavor, keyed_server, server_factory, image, mas
 
 async def _async_noop(delay: float) -> None:
     return None
+
+
+# -- keys from files and environments: cleaned, or refused by name -------------------------------
+
+
+@pytest.mark.parametrize("source", ["key=", "FLUXNB_KEY"])
+async def test_a_key_with_surrounding_whitespace_is_stripped(flavor, keyed_server, image, mask,
+                                                             monkeypatch, source):
+    messy = "\t" + KEY + " \r\n"  # a key file saved with CRLF keeps its \r through "$(cat key.txt)"
+    if source == "key=":
+        client = make(flavor, keyed_server.base_url, key=messy)
+    else:
+        monkeypatch.setenv("FLUXNB_KEY", messy)
+        client = make(flavor, keyed_server.base_url)
+    result = await call(client.run, prompt="p", image_url=image, mask_url=mask)  # authorised
+    await close(client)
+    assert result.images
+
+
+#: An unusable key, and the words its error must use for it.
+BAD_KEYS = {
+    "non-ASCII": ("\u201c" + KEY + "\u201d", "non-ASCII"),  # pasted with typographic quotes
+    "control": (KEY[:9] + "\n" + KEY[9:], "control character"),  # two lines glued together
+    "blank": (" \r\n\t", "empty"),
+}
+#: Where a key comes from, the base URL that reads it, and the name its error must say.
+SOURCES = {
+    "key=": ("http://127.0.0.1:9", "key="),
+    "FLUXNB_KEY": ("http://127.0.0.1:9", "FLUXNB_KEY"),
+    "FAL_KEY": (DEFAULT_BASE_URL, "FAL_KEY"),
+    "FAL_KEY_ID": (DEFAULT_BASE_URL, "FAL_KEY_ID"),
+    "FAL_KEY_SECRET": (DEFAULT_BASE_URL, "FAL_KEY_SECRET"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_KEYS))
+@pytest.mark.parametrize("source", list(SOURCES))
+async def test_an_unusable_key_is_refused_naming_its_source_never_its_value(
+        flavor, sends_nothing, monkeypatch, source, kind):
+    bad, words = BAD_KEYS[kind]
+    base_url, name = SOURCES[source]
+    kwargs: dict[str, Any] = {}
+    if source == "key=":
+        kwargs["key"] = bad
+    else:
+        monkeypatch.setenv(source, bad)
+        if source == "FAL_KEY_ID":
+            monkeypatch.setenv("FAL_KEY_SECRET", "a-fine-secret")
+        if source == "FAL_KEY_SECRET":
+            monkeypatch.setenv("FAL_KEY_ID", "a-fine-id")
+    with pytest.raises(CredentialsError) as info:  # when the client is built: nothing is sent
+        make(flavor, base_url, **kwargs)
+    err = info.value
+    assert isinstance(err, FluxnbError) and isinstance(err, ValueError)
+    assert name in str(err) and words in str(err)
+    if source == "FAL_KEY_ID":
+        assert "FAL_KEY_SECRET" not in str(err).split(".")[0]  # it names the one at fault first
+    assert_clean(err)
+    assert bad not in str(err) and bad not in repr(err)
+
+
+def test_fluxnb_run_takes_a_key_read_from_a_crlf_file_and_never_prints_it(
+        keyed_server, image, mask, monkeypatch, tmp_path: Path, capsys):
+    from fluxnb.cli import main
+
+    image.save(tmp_path / "in.png")
+    mask.save(tmp_path / "m.png")
+    monkeypatch.setenv("FLUXNB_BASE_URL", keyed_server.base_url)
+    monkeypatch.setenv("FLUXNB_KEY", KEY + "\r\n")  # export FLUXNB_KEY="$(cat key.txt)"
+    code = main(["run", "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"),
+                 "--prompt", "p", "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert KEY not in printed.out + printed.err
+    for path in (tmp_path / "out").rglob("*"):
+        assert KEY.encode() not in path.read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import ssl
 import threading
 import time
@@ -404,6 +405,73 @@ def test_http_fetch_failure_is_422_file_download_error(live_server: BackgroundSe
         assert result(job).json() == r.json()
 
 
+# -- masks that repaint nothing or do not fit the image -------------------------------------
+
+
+def red_on_black(size: tuple[int, int] = (96, 64)) -> Image.Image:
+    """Red paint on black: luminance 76 < 128, so it marks nothing to repaint."""
+    img = Image.new("RGB", size)
+    img.paste((255, 0, 0), (20, 10, 60, 40))
+    return img
+
+
+@pytest.mark.parametrize(("mask", "brightest"), [(Image.new("L", (96, 64)), 0), (red_on_black(), 76)])
+def test_an_empty_mask_is_422_naming_mask_url(server_factory: Callable[..., BackgroundServer],
+                                              mask: Image.Image, brightest: int) -> None:
+    server = server_factory(engine="null")
+    r = httpx.post(server.base_url + SUBMIT, json=body(mask_url=data_uri(mask)))
+    assert r.status_code == 422, r.text
+    [item] = r.json()["detail"]
+    assert item["loc"] == ["body", "mask_url"] and item["type"] == "mask_empty"
+    assert item["msg"].startswith("mask_url: ")
+    assert f"the brightest mask pixel is {brightest}" in item["msg"]
+    assert "fluxnb.mask_threshold" in item["msg"]
+    assert server.service.stats["jobs"]["submitted"] == 0
+
+
+def test_a_mask_of_another_aspect_ratio_is_422_naming_both_sizes(
+        server_factory: Callable[..., BackgroundServer]) -> None:
+    server = server_factory(engine="null")
+    r = httpx.post(server.base_url + SUBMIT, json=body(mask_url=data_uri(make_test_mask(64, 96))))
+    assert r.status_code == 422, r.text
+    [item] = r.json()["detail"]
+    assert item["loc"] == ["body", "mask_url"] and item["type"] == "mask_mismatch"
+    assert item["msg"].startswith("mask_url: ") and "64x96" in item["msg"] and "96x64" in item["msg"]
+    assert server.service.stats["jobs"]["submitted"] == 0
+
+
+def test_a_mask_of_the_same_aspect_ratio_is_resized_with_a_job_log_line(
+        live_server: BackgroundServer) -> None:
+    job = submit(live_server, mask_url=data_uri(make_test_mask(48, 32)), seed=1)
+    wait_for(job)
+    assert result(job).json()["images"][0]["width"] == 96
+    logs = [e["message"] for e in status(job, "1").json()["logs"]]
+    assert any("48x32" in line and "96x64" in line and "resized" in line for line in logs), logs
+
+
+def test_downloaded_masks_are_checked_too(server_factory: Callable[..., BackgroundServer]) -> None:
+    """http(s) masks are fetched by the worker: an empty or misshapen one fails the job with 422."""
+    server = server_factory(engine="null")  # returns its input image: a way to serve any picture
+    black = submit(server, image_url=data_uri(Image.new("RGB", (96, 64))), output_format="png")
+    tall = submit(server, image_url=data_uri(make_test_image(64, 96)),
+                  mask_url=data_uri(make_test_mask(64, 96)), output_format="png")
+    urls = {}
+    for name, job in (("black", black), ("tall", tall)):
+        wait_for(job)
+        urls[name] = result(job).json()["images"][0]["url"]
+    for name, error_type, words in (("black", "mask_empty", "the brightest mask pixel is 0"),
+                                    ("tall", "mask_mismatch", "64x96")):
+        job = submit(server, mask_url=urls[name])
+        done = wait_for(job)
+        assert done["error_type"] == error_type, done
+        r = result(job)
+        assert r.status_code == 422
+        [item] = r.json()["detail"]
+        assert item["loc"] == ["body", "mask_url"] and item["type"] == error_type
+        assert words in item["msg"]
+    assert server.service.stats["jobs"].get("completed") == 2
+
+
 # -- cancel ---------------------------------------------------------------------------------
 
 
@@ -593,3 +661,34 @@ def test_workers_run_in_parallel_within_engine_max_concurrency(
         for job in jobs:
             assert wait_for(job).get("error") is None
         assert server.service.engine.peak == expected  # type: ignore[attr-defined]
+
+
+#: What a 401 from fluxnb's own server must tell a student: every way to pass a key.
+HOW_TO_PASS_A_KEY = ("key=", "fluxnb.connect", "FLUXNB_KEY", "fluxnb run --key", "FAL_KEY")
+
+
+def test_401_keeps_fals_shape_and_says_how_to_pass_a_key(
+        server_factory: Callable[..., BackgroundServer]) -> None:
+    from fluxnb.client import QueueClient
+    from fluxnb.errors import QueueHTTPError
+
+    secret = "class-" + os.urandom(6).hex()
+    server = server_factory(engine="null", key=secret)
+    submitted = httpx.post(server.base_url + SUBMIT, json=body(),
+                           headers={"Authorization": f"Key {secret}"}).json()
+    for method, url, headers in (
+            ("POST", server.base_url + SUBMIT, {}),                                  # none sent
+            ("POST", server.base_url + SUBMIT, {"Authorization": f"Key {secret}x"}),  # wrong
+            ("POST", server.base_url + SUBMIT, {"Authorization": f"Bearer {secret}"}),
+            ("GET", submitted["status_url"], {"Authorization": "Key wrong"})):
+        r = httpx.request(method, url, headers=headers, json=body() if method == "POST" else None)
+        assert r.status_code == 401 and r.headers["content-type"] == "application/json"
+        assert list(r.json()) == ["detail"] and isinstance(r.json()["detail"], str)  # fal's shape
+        for hint in HOW_TO_PASS_A_KEY:
+            assert hint in r.json()["detail"], (hint, r.text)
+        assert secret not in r.text
+    with QueueClient(server.base_url, key="not-the-key") as client:  # what a student sees
+        with pytest.raises(QueueHTTPError) as info:
+            client.submit(**body())
+    assert info.value.status_code == 401
+    assert "FLUXNB_KEY" in str(info.value) and "fluxnb run --key" in str(info.value)

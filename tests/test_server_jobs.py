@@ -83,34 +83,72 @@ def test_sync_run_route_answers_with_the_output(live_server) -> None:
     assert unknown_app.status_code == 404
 
 
+_STEPS = 10
+_GATE_ENTERED = threading.Event()
+_GATE_STEP = threading.Semaphore(0)
+
+
+class GateEngine(Engine):
+    """Logs ``_STEPS`` steps, each only after the test releases it, and returns after one more
+    release (no timing involved)."""
+
+    name = "gate"
+    description = "test engine"
+    generative = False
+
+    def run(self, request, ctx):  # type: ignore[no-untyped-def]
+        _GATE_ENTERED.set()
+        for k in range(1, _STEPS + 1):
+            if not _GATE_STEP.acquire(timeout=10):
+                raise RuntimeError(f"the test never released step {k}")
+            ctx.step(k, _STEPS)
+        if not _GATE_STEP.acquire(timeout=10):
+            raise RuntimeError("the test never released the end of the job")
+        return EngineOutput(images=[request.image.copy()])
+
+
 def test_a_watcher_without_logs_is_not_woken_by_every_step(server_factory) -> None:
     """Step logs wake log-showing streams only: a status stream without logs (what clients and
-    sweeps open) is woken by state changes, not by each of the engine's steps."""
+    sweeps open) is woken by state changes, not by each of the engine's steps.
+
+    Deterministic: the engine takes one step per release, and after each step the test waits
+    for the log watcher's wake-up. Both wake-ups of one step are queued on this loop in the same
+    ``_touch`` call, before the log watcher's waiter can resume, so by then a (wrong) wake-up of
+    the quiet watcher has already happened and shows as its event being set."""
     import asyncio
 
-    server = server_factory(engine="null", engine_options={"delay": 0.3})
+    server = server_factory(engine=f"{__name__}:GateEngine")
     body = {"prompt": "p", "image_url": _png(make_test_image()), "mask_url": _png(make_test_mask())}
 
-    async def count_wakeups(job, logs: bool) -> int:  # type: ignore[no-untyped-def]
-        wakeups = 0
-        with server.service.watch(job, logs=logs) as changed:
-            while job.state != "COMPLETED":
-                try:
-                    await asyncio.wait_for(changed.wait(), timeout=5)
-                except TimeoutError:
-                    break
-                changed.clear()
-                wakeups += 1
-        return wakeups
+    async def woken(event: asyncio.Event) -> bool:
+        await asyncio.wait_for(event.wait(), timeout=10)  # a hang guard, not a timing assumption
+        event.clear()
+        return True
 
-    async def scenario() -> tuple[int, int]:
+    async def scenario() -> tuple[int, int, int]:
         async with httpx.AsyncClient() as http:
             answer = await http.post(f"{server.base_url}/fal-ai/flux-lora/inpainting", json=body)
-            job = server.service.get(answer.json()["request_id"])
-            assert job is not None
-            quiet, chatty = await asyncio.gather(count_wakeups(job, False), count_wakeups(job, True))
-            return quiet, chatty
+        job = server.service.get(answer.json()["request_id"])
+        assert job is not None
+        with server.service.watch(job, logs=False) as quiet, server.service.watch(job, logs=True) as chatty:
+            # the engine has started: the start (and the seed log line) are behind us; any
+            # wake-up they queued ran before this coroutine resumed (same FIFO loop queue)
+            assert await asyncio.to_thread(_GATE_ENTERED.wait, 10)
+            quiet.clear()
+            chatty.clear()
+            chatty_steps = quiet_steps = 0
+            for _ in range(_STEPS):
+                _GATE_STEP.release()
+                chatty_steps += await woken(chatty)
+                if quiet.is_set():
+                    quiet_steps += 1
+                    quiet.clear()
+            _GATE_STEP.release()   # let the job finish: its only state change left
+            await woken(quiet)
+            state_when_woken = job.state
+        return chatty_steps, quiet_steps, state_when_woken
 
-    quiet, chatty = asyncio.run(scenario())
-    assert chatty >= 10          # the null engine logs 10 steps, and each wakes a log watcher
-    assert 1 <= quiet <= 4       # started, (position), completed: never once per step
+    chatty_steps, quiet_steps, state_when_woken = asyncio.run(scenario())
+    assert chatty_steps == _STEPS   # each step's log line wakes the log watcher
+    assert quiet_steps == 0         # ... and never the watcher without logs,
+    assert state_when_woken == "COMPLETED"   # which the completion does wake

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -137,11 +139,52 @@ def test_images_are_keyed_by_content() -> None:
 def test_mask_variants_axis() -> None:
     from PIL import Image
 
-    masks = [Image.new("L", (8, 8), 255), Image.new("L", (8, 8), 0)]
+    masks = [Image.new("L", (8, 8), 255), Image.new("L", (8, 8), 128)]
     plan = build_plan({"prompt": "p", "image_url": Image.new("RGB", (8, 8))}, {"mask": masks})
     labels = [c.params["mask_url"] for c in plan.cells]
     assert len(set(labels)) == 2 and all(label.startswith("sha256:") for label in labels)
     assert plan.axes["mask_url"] == labels
+
+
+def test_preflight_refuses_a_cell_with_an_empty_mask() -> None:
+    from PIL import Image
+
+    image = Image.new("RGB", (8, 8))
+    red = Image.new("RGB", (8, 8))
+    red.paste((255, 0, 0), (2, 2, 6, 6))
+    masks = [Image.new("L", (8, 8), 255), red, np.zeros((8, 8), np.uint8)]
+    with pytest.raises(ValidationError) as info:
+        build_plan({"prompt": "p", "image_url": image}, {"mask": masks, "steps": [4]})
+    text = str(info.value)
+    assert "cell 0" not in text
+    assert "cell 1 (mask_url='sha256:" in text and "steps=4" in text
+    assert "the brightest mask pixel is 76" in text and "fluxnb.mask_threshold" in text
+    assert "cell 2 (mask_url=" in text and "the brightest mask pixel is 0" in text
+    assert info.value.fields == ["mask_url", "mask_url"]
+    # a 0/1 array is a binary mask, not an empty one
+    seg = np.zeros((8, 8), np.uint8)
+    seg[2:6, 2:6] = 1
+    assert len(build_plan({"prompt": "p", "image_url": image, "mask_url": seg}, {}).cells) == 1
+
+
+def test_preflight_refuses_a_mask_of_another_aspect_ratio_and_resizes_one_of_the_same() -> None:
+    from PIL import Image
+
+    from fluxnb.datauri import decode_data_uri
+    from fluxnb.masks import MaskMismatchError
+
+    tall, wide = Image.new("RGB", (64, 75)), Image.new("RGB", (75, 64))
+    mask = Image.new("L", (75, 64), 255)
+    with pytest.raises(MaskMismatchError) as info:
+        build_plan({"prompt": "p", "mask_url": mask}, {"image": [wide, tall]})
+    text = str(info.value)
+    assert "cell 0" not in text and "cell 1 (image_url='sha256:" in text
+    assert "75x64" in text and "64x75" in text and info.value.fields == ["mask_url"]
+    small = Image.new("L", (15, 8), 0)
+    small.paste(255, (0, 0, 4, 4))
+    plan = build_plan({"prompt": "p", "image_url": Image.new("RGB", (30, 16)), "mask_url": small}, {})
+    sent = Image.open(io.BytesIO(decode_data_uri(plan.cells[0].inputs["mask_url"])[1]))
+    assert sent.size == (30, 16) and plan.cells[0].images["mask_url"].size == (30, 16)
 
 
 def test_preflight_cost_time_and_max_jobs() -> None:
@@ -160,3 +203,16 @@ def test_preflight_cost_time_and_max_jobs() -> None:
     plan.check_size(pre, max_jobs=None)
     with pytest.raises(SweepTooLargeError, match=r"30 jobs .* max_jobs=29\. To go ahead pass max_jobs=30"):
         plan.check_size(pre, max_jobs=29)
+
+
+def test_preflight_on_a_free_backend_names_no_cost() -> None:
+    plan = build_plan({**URLS, "image_size": "square_hd"}, {"steps": "1-30"}, seconds_per_job=10.0)
+    free = plan.preflight(concurrency=10, priced=False)
+    assert free.cost == pytest.approx(30 * 1.048576 * 0.035)   # still computed, just not shown
+    text = str(free)
+    assert text.startswith("sweep: 30 jobs (30 images, 31.5 MP); est. time ~30 s")
+    assert "cost" not in text and "$" not in text
+    with pytest.raises(SweepTooLargeError) as info:
+        plan.check_size(free, max_jobs=29)
+    assert "$" not in str(info.value) and "30 jobs (~30 s)" in str(info.value)
+    assert "est. cost $1.10" in str(plan.preflight(concurrency=10))    # priced: fal.ai

@@ -39,7 +39,8 @@ def test_grid_rows_columns_and_seeds(fast: BackgroundServer, tmp_path: Path,
         s = fluxnb.sweep(client, small_inputs(), tmp_path / "run", steps=[1, 2, 3],
                          strength="0.5-1 [2]", seeds="per_cell", cache=False, progress=None)
     out = capsys.readouterr().out
-    assert "sweep: 6 jobs" in out and "est. cost $" in out
+    assert "sweep: 6 jobs" in out and "est. time" in out
+    assert "cost" not in out and "$" not in out          # a local server is free: no price shown
     f = s.frame
     assert len(f) == 6 and s.complete and _jobs(fast) == 6
     assert f["cell"].tolist() == list(range(6))
@@ -146,6 +147,15 @@ def test_dry_run_sends_nothing(fast: BackgroundServer, tmp_path: Path,
         s = fluxnb.sweep(client, small_inputs(), tmp_path, seed="1-200", dry_run=True)
     assert "sweep: 200 jobs" in capsys.readouterr().out
     assert _requests(fast) == 0 and len(s.frame) == 0 and s.cells == 200
+
+
+def test_the_preflight_names_the_cost_on_fal_only(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A fal-looking client (dry run: nothing is sent, no network) gets the price in its line."""
+    with QueueClient("https://queue.fal.run", key="id:secret") as client:
+        fluxnb.sweep(client, small_inputs(), tmp_path, steps=[1, 2], dry_run=True, cache=False)
+    out = capsys.readouterr().out
+    assert "sweep: 2 jobs" in out and "est. cost $" in out and "at $0.035/MP" in out
 
 
 def test_sync_sweep_inside_a_running_loop(fast: BackgroundServer, tmp_path: Path) -> None:

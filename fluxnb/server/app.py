@@ -34,7 +34,7 @@ from ..errors import ValidationError
 from ..protocol import split_app_id
 from ..schema import INPUT_FIELDS, resolve_image_size, validate_input
 from .config import ServerConfig
-from .inputs import InputError, decode_image_uri
+from .inputs import InputError, check_mask, decode_image_uri
 from .jobs import COMPLETED, FILES_PREFIX, Job, JobService
 
 __all__ = ["create_app"]
@@ -47,6 +47,10 @@ _TRUE = {"1", "true", "yes", "on"}
 #: fal's synchronous API lives here (fal.run has no queue): ``POST /_fluxnb/run/{app id}``.
 RUN_PREFIX = "/_fluxnb/run/"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: The end of every 401: fal's status and ``{"detail": ...}`` shape, but words a student can act on.
+_KEY_HINT = ("Ask whoever runs this server for its key and pass it as fluxnb.connect(url, key=...), "
+             "in the FLUXNB_KEY environment variable (with FLUXNB_BASE_URL), or with "
+             "`fluxnb run --key KEY`; fal-client reads FAL_KEY.")
 
 
 class _BodyTooLarge(Exception):
@@ -104,10 +108,12 @@ def create_app(config: ServerConfig, service: JobService | None = None) -> FastA
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if not header:
-            return _detail(401, "Missing Authorization header: expected 'Key <key>'")
+            return _detail(401, "This fluxnb server needs a key and the request sent none "
+                                f"(header 'Authorization: Key <key>'). {_KEY_HINT}")
         if scheme.lower() != "key" or not hmac.compare_digest(
                 given.strip().encode("utf-8", "replace"), config.key.encode("utf-8")):
-            return _detail(401, "No user found for Key ID and Secret")
+            return _detail(401, "No user found for Key ID and Secret: the key sent is not this "
+                                f"fluxnb server's. {_KEY_HINT}")
         return None
 
     def urls(request: Request, job: Job) -> dict[str, str]:
@@ -364,6 +370,11 @@ def _check_body(raw: bytes, svc: JobService, config: ServerConfig
                 decoded[field] = decode_image_uri(value, field, svc.limits, mode)
             except InputError as exc:
                 errors.extend(exc.detail())
+    if decoded["mask_url"] is not None:
+        try:  # an empty mask, or one of another shape than the image, would be a no-op job
+            check_mask(decoded["mask_url"], decoded["image_url"])
+        except InputError as exc:
+            errors.extend(exc.detail())
     if errors:
         return _detail(422, errors)
     return params, decoded["image_url"], decoded["mask_url"], ignored

@@ -1,5 +1,5 @@
 """Turning ``image_url`` / ``mask_url`` into checked PIL images: data URIs, http(s) downloads,
-size and decompression-bomb limits, and the mask/image size alignment.
+size and decompression-bomb limits, masks that repaint nothing, and the mask/image alignment.
 
 Every failure is an :class:`InputError` naming the field, which the server turns into fal's
 422 ``{"detail": [{"loc": ["body", field], "msg", "type"}]}``.
@@ -23,12 +23,15 @@ import httpx
 from PIL import Image
 
 from ..datauri import decode_data_uri, sniff_mime
+from ..errors import MaskMismatchError
+from ..masks import aspect_mismatch, empty_mask_reason, fit_mask
 from ..schema import resolve_image_size
 
 __all__ = [
     "DownloadStopped",
     "ImageLimits",
     "InputError",
+    "check_mask",
     "decode_image_uri",
     "fetch_image",
     "load_image_bytes",
@@ -166,12 +169,37 @@ def fetch_image(url: str, field: str, limits: ImageLimits, *, timeout: float,
     return load_image_bytes(bytes(buf), field, limits, mode)
 
 
+def check_mask(mask: Image.Image, image: Image.Image | None = None) -> None:
+    """An :class:`InputError` naming ``mask_url`` when the mask repaints nothing (``mask_empty``)
+    or has another aspect ratio than ``image`` (``mask_mismatch``); the rules are fluxnb's
+    (:func:`fluxnb.masks.empty_mask_reason`, :func:`fluxnb.masks.aspect_mismatch`), so the client
+    and the server refuse the same masks.
+
+    >>> check_mask(Image.new("L", (8, 8), 255), Image.new("RGB", (16, 8)))
+    Traceback (most recent call last):
+    ...
+    fluxnb.server.inputs.InputError: mask_url: the mask is 8x8 (aspect 1.000) but the image is 16x8 ...
+    """
+    reason = empty_mask_reason(mask)
+    if reason is not None:
+        raise InputError("mask_url", reason, "mask_empty")
+    problem = None if image is None else aspect_mismatch(mask.size, image.size)
+    if problem is not None:
+        raise InputError("mask_url", problem, "mask_mismatch")
+
+
 def prepare_pair(image: Image.Image, mask: Image.Image,
                  image_size: Any = None) -> tuple[Image.Image, Image.Image]:
-    """RGB image and L mask of one size: resized to ``image_size`` (LANCZOS / NEAREST) when
-    given, else the mask follows the image (NEAREST)."""
+    """RGB image and L mask of one size, checked with :func:`check_mask`: the mask is fitted to
+    the image (``fluxnb.fit_mask``, NEAREST), then both are resized to ``image_size`` (LANCZOS /
+    NEAREST) when given."""
     image = image if image.mode == "RGB" else image.convert("RGB")
     mask = mask if mask.mode == "L" else mask.convert("L")
+    check_mask(mask, image)
+    try:
+        mask = fit_mask(mask, image)
+    except MaskMismatchError as exc:  # pragma: no cover - check_mask has refused it already
+        raise InputError("mask_url", str(exc), "mask_mismatch") from None
     size = resolve_image_size(image_size, image.size)
     if image.size != size:
         image = image.resize(size, Image.Resampling.LANCZOS)

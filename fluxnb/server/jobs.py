@@ -398,7 +398,11 @@ class JobService:
         try:
             image = job.image if job.image is not None else self._download(job, ctx, "image_url", "RGB")
             mask = job.mask if job.mask is not None else self._download(job, ctx, "mask_url", "L")
+            (mw, mh), (iw, ih) = mask.size, image.size
             image, mask = prepare_pair(image, mask, params.get("image_size"))
+            if (mw, mh) != (iw, ih):
+                ctx.log(f"mask_url: the mask is {mw}x{mh}; resized to the image's {iw}x{ih} "
+                        f"(same aspect ratio)")
             seed = params.get("seed")
             if seed is None:
                 seed = secrets.randbelow(_SEED_RANGE)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..schema import INPUT_FIELDS, SEED_MAX
+from ..schema import ALIASES, INPUT_FIELDS, SEED_MAX
 
 __all__ = [
     "ALIASES",
@@ -35,15 +35,8 @@ __all__ = [
     "sample_cells",
 ]
 
-#: Short axis names accepted for schema fields (``steps=...`` means ``num_inference_steps=...``).
-ALIASES: Mapping[str, str] = {
-    "steps": "num_inference_steps",
-    "guidance": "guidance_scale",
-    "cfg": "guidance_scale",
-    "image": "image_url",
-    "mask": "mask_url",
-    "size": "image_size",
-}
+# ALIASES (``steps=...`` means ``num_inference_steps=...``) is the schema's one alias table,
+# re-exported here for the sweep code that has always imported it from this module.
 
 #: Not a schema field: the scale applied to every LoRA in ``loras``.
 LORA_SCALE_AXIS = "lora_scale"

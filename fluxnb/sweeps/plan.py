@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..datauri import decode_data_uri
-from ..errors import FluxnbError, ValidationError
+from ..errors import FluxnbError, MaskMismatchError, ValidationError
 from ..images import to_data_uri
+from ..masks import check_mask
 from ..schema import INPUT_FIELDS, PRICE_PER_MEGAPIXEL, resolve_image_size, validate_input
 from .axes import LORA_SCALE_AXIS, axis_values, canonical_name, grid, resolve_seeds, sample_cells
 
@@ -89,6 +90,15 @@ def _image_input(obj: Any, *, mask: bool) -> ImageInput:
     return ImageInput(uri, "sha256:" + digest, "sha256:" + digest[:_LABEL_HEX], size, data)
 
 
+def _fitted_mask(mask: ImageInput, size: tuple[int, int] | None) -> ImageInput:
+    """``mask`` checked with :func:`fluxnb.masks.check_mask` (an empty mask or another aspect
+    ratio raises) and, when it is another size of the same aspect, resized to ``size``."""
+    if mask.data is None:
+        return mask  # an http(s) URL: not downloaded here; the server checks it
+    fitted = check_mask(mask.data, size)
+    return mask if fitted.size == mask.size else _image_input(fitted, mask=True)
+
+
 @dataclass
 class Cell:
     """One point of the sweep: its grid index, axis values, resolved seed and job inputs.
@@ -147,6 +157,8 @@ class Preflight:
     seconds: float
     price_per_megapixel: float
     concurrency: int
+    #: False on a free backend (a local or class server): the summary then names no cost.
+    priced: bool = True
 
     def __str__(self) -> str:
         if not self.jobs and self.cells:
@@ -164,9 +176,10 @@ class Preflight:
             skipped.append(f"{self.cached} from the cache")
         if skipped:
             text += f" of {self.cells} cells ({', '.join(skipped)})"
-        text += (f" ({self.images} images, {self.megapixels:.3g} MP); est. cost {_money(self.cost)} at "
-                 f"${self.price_per_megapixel:g}/MP; est. time ~{_duration(self.seconds)} at "
-                 f"concurrency {self.concurrency}")
+        text += f" ({self.images} images, {self.megapixels:.3g} MP); "
+        if self.priced:
+            text += f"est. cost {_money(self.cost)} at ${self.price_per_megapixel:g}/MP; "
+        text += f"est. time ~{_duration(self.seconds)} at concurrency {self.concurrency}"
         return text
 
 
@@ -196,8 +209,9 @@ class Plan:
     seconds_per_job: float | None = None
 
     def preflight(self, *, concurrency: int, done: int = 0, cached: int = 0,
-                  pending: list[Cell] | None = None) -> Preflight:
-        """The summary for sending ``pending`` (default: every cell) with ``concurrency`` jobs at once."""
+                  pending: list[Cell] | None = None, priced: bool = True) -> Preflight:
+        """The summary for sending ``pending`` (default: every cell) with ``concurrency`` jobs at
+        once; ``priced=False`` (a backend that is not fal.ai) leaves the cost out of its text."""
         todo = self.cells if pending is None else pending
         mp = sum(c.megapixels() for c in todo)
         images = sum(int(c.inputs.get("num_images", 1)) for c in todo)
@@ -212,14 +226,15 @@ class Plan:
         return Preflight(cells=len(self.cells), done=done, cached=cached, jobs=len(todo),
                          images=images, megapixels=mp, cost=mp * self.price_per_megapixel,
                          seconds=seconds, price_per_megapixel=self.price_per_megapixel,
-                         concurrency=concurrency)
+                         concurrency=concurrency, priced=priced)
 
     def check_size(self, preflight: Preflight, max_jobs: int | None) -> None:
         """Raise SweepTooLargeError when more than ``max_jobs`` jobs would be sent."""
         if max_jobs is not None and preflight.jobs > max_jobs:
             raise SweepTooLargeError(
-                f"this sweep would send {preflight.jobs} jobs (est. {_money(preflight.cost)}, "
-                f"~{_duration(preflight.seconds)}), more than max_jobs={max_jobs}. To go ahead pass "
+                f"this sweep would send {preflight.jobs} jobs ("
+                + (f"est. {_money(preflight.cost)}, " if preflight.priced else "")
+                + f"~{_duration(preflight.seconds)}), more than max_jobs={max_jobs}. To go ahead pass "
                 f"max_jobs={preflight.jobs} (or max_jobs=None); sample=N runs a random subset.")
 
     def describe(self) -> dict[str, Any]:
@@ -255,7 +270,9 @@ def build_plan(
     seconds_per_job: float | None = None,
 ) -> Plan:
     """Cells of the grid (or a seeded sample of ``sample`` cells), each validated; an invalid cell
-    raises ValidationError naming the cell's parameters and the field at fault."""
+    raises ValidationError naming the cell's parameters and the field at fault (a mask that
+    repaints nothing too, and a mask of another aspect ratio than its image: MaskMismatchError;
+    a mask of another size but the same aspect is resized to its image)."""
     if not isinstance(base_inputs, Mapping):
         raise TypeError(f"base_inputs must be a mapping of field -> value, not {type(base_inputs).__name__}")
     base = {canonical_name(k): v for k, v in base_inputs.items()}
@@ -274,6 +291,21 @@ def build_plan(
         if id(obj) not in encoded:
             encoded[id(obj)] = _image_input(obj, mask=name == "mask_url")
         return encoded[id(obj)]
+
+    fitted: dict[tuple[str, tuple[int, int] | None], ImageInput | ValidationError] = {}
+
+    def fit(mask: ImageInput, image: ImageInput | None) -> ImageInput:
+        """The cell's mask, refused when it repaints nothing and fitted to the cell's image."""
+        key = (mask.digest, image.size if image is not None else None)
+        if key not in fitted:
+            try:
+                fitted[key] = _fitted_mask(mask, key[1])
+            except ValidationError as exc:
+                fitted[key] = exc
+        found = fitted[key]
+        if isinstance(found, ValidationError):
+            raise found
+        return found
 
     for name in _IMAGE_FIELDS:
         for obj in values.get(name, [base[name]] if base.get(name) is not None else []):
@@ -318,6 +350,9 @@ def build_plan(
         body["seed"] = seed
         params = {name: _label(name, combo[name], encoded) for name in combo}
         try:
+            if "mask_url" in images:
+                images["mask_url"] = fit(images["mask_url"], images.get("image_url"))
+                body["mask_url"] = images["mask_url"].uri
             inputs = validate_input(body)
         except ValidationError as exc:
             bad_cells += 1
@@ -335,7 +370,8 @@ def build_plan(
         if bad_cells > 10:
             problems.append({"loc": ["body"], "msg": f"... and {bad_cells - 10} more invalid cells",
                              "type": "value_error"})
-        raise ValidationError(problems)
+        mismatch = all(p.get("type") == "mask_mismatch" for p in problems if "cell" in p)
+        raise (MaskMismatchError if mismatch else ValidationError)(problems)
     base_desc = {k: (encoded[id(v)].label if k in _IMAGE_FIELDS and id(v) in encoded else v)
                  for k, v in base.items()}
     return Plan(axes=label_axes, cells=cells, n_grid=len(combos), random_state=random_state,

@@ -1,9 +1,9 @@
 """Running a sweep: an async core with bounded concurrency, and a sync facade.
 
 ``asweep`` runs in the caller's event loop (``await fluxnb.asweep(...)`` in a notebook, or
-``create_task`` from a panel). ``sweep`` is the blocking twin: ``asyncio.run`` when no loop is
-running in this thread (scripts), else a worker thread with its own loop (a Jupyter kernel always
-has one running); the async client is created inside the loop that uses it. No nest_asyncio.
+``create_task`` from a panel). ``sweep`` is the blocking twin, through :func:`fluxnb._aio.run_blocking`:
+``asyncio.run`` when no loop is running in this thread (scripts), else a worker thread with its
+own loop (a Jupyter kernel always has one running). No nest_asyncio.
 
 Cancelling the task (or a KeyboardInterrupt in ``sweep``) cancels the jobs in flight on the
 server; every finished row is already in the run folder.
@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._aio import run_blocking
 from ..datauri import sniff_mime
 from ..errors import JobFailedError, JobTimeoutError, QueueHTTPError, ValidationError
 from ..protocol import Completed, InProgress
@@ -196,7 +197,7 @@ def _prepare(client: Any, base_inputs: Mapping[str, Any], folder: Path, axes: Ma
                          "finished_at": _now()})
     log.append(hits)  # one write + fsync for every cache hit
     preflight = plan.preflight(concurrency=opts["concurrency"], done=n_done, cached=n_cached,
-                               pending=pending)
+                               pending=pending, priced=bool(getattr(client, "is_fal", True)))
     return _Prepared(plan=plan, log=log, cache=cache, backend=backend, pending=pending,
                      reattach={k: v for k, v in reattach.items() if k in {c.key for c in pending}},
                      preflight=preflight)
@@ -216,7 +217,7 @@ def _image_name(cell: Cell, index: int, original: Any = None) -> str:
 
 
 def _async_twin(client: Any) -> Any:
-    """An AsyncQueueClient with ``client``'s settings, bound to the running loop."""
+    """An AsyncQueueClient with ``client``'s settings and connections of its own."""
     return client.clone(asynchronous=True)
 
 
@@ -553,8 +554,9 @@ def sweep(client: Any = None, base_inputs: Mapping[str, Any] | None = None,
     once; ``max_jobs`` (100): refuse bigger sweeps, ``None`` for no limit; ``cache`` (True, False
     or a folder; default ``$FLUXNB_CACHE_DIR`` or ``~/.cache/fluxnb/sweeps``); ``progress``
     (``"auto"`` for tqdm.auto, None, or a callable ``(done, total, row)``); ``timeout`` per job;
-    ``price_per_megapixel`` (0.035) and ``seconds_per_job`` for the estimate; ``verbose``
-    (print the pre-flight line); ``dry_run`` (plan and print, send nothing).
+    ``price_per_megapixel`` (0.035) and ``seconds_per_job`` for the estimate (the cost is shown
+    only when the client talks to fal.ai); ``verbose`` (print the pre-flight line); ``dry_run``
+    (plan and print, send nothing).
 
     ``folder`` is the run folder (a new temp folder when None): the log is written there after
     every job, and running the same sweep with the same folder resumes it. A KeyboardInterrupt
@@ -566,15 +568,18 @@ def sweep(client: Any = None, base_inputs: Mapping[str, Any] | None = None,
         from ..backends import connect
 
         client = connect()
-    # an AsyncQueueClient may be bound to another loop: the sweep always runs on a twin made
-    # in its own loop (same URL, key, app, transport and retry settings)
+    # the sweep runs on an async twin of its own (same URL, key, app, transport and retry
+    # settings), closed when the sweep ends; a sync client has no async methods to share
     run_folder = _folder(folder)
     prep = _prepare(client, base_inputs or {}, run_folder, axes, opts)
     interrupted = False
     try:
         _start(prep, opts)
         if prep.pending and not opts["dry_run"]:
-            interrupted = _run_blocking(lambda: _run_async(prep, client, True, opts))
+            try:
+                run_blocking(_run_async(prep, client, True, opts))
+            except KeyboardInterrupt:  # the task was cancelled: in-flight jobs were cancelled
+                interrupted = True
     finally:
         _close(prep)
     result = Sweep.load(run_folder, interrupted=interrupted)
@@ -583,55 +588,3 @@ def sweep(client: Any = None, base_inputs: Mapping[str, Any] | None = None,
         print(f"sweep interrupted: kept {ok} finished rows in {run_folder}; run the same sweep with "
               f"folder={str(run_folder)!r} to resume", flush=True)
     return result
-
-
-def _run_blocking(make: Callable[[], Any]) -> bool:
-    """Run the coroutine ``make()`` to the end; True when a KeyboardInterrupt cancelled it."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        with asyncio.Runner() as runner:
-            try:
-                runner.run(make())
-            except KeyboardInterrupt:
-                return True  # the Runner cancelled the task: in-flight jobs were cancelled
-        return False
-    return _run_in_thread(make)
-
-
-def _run_in_thread(make: Callable[[], Any]) -> bool:
-    """A loop is running in this thread (Jupyter): run in a worker thread with its own loop."""
-    box: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def target() -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            task = loop.create_task(make())
-            box["loop"], box["task"] = loop, task
-            ready.set()
-            loop.run_until_complete(task)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            box["error"] = exc
-        finally:
-            ready.set()
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
-
-    thread = threading.Thread(target=target, name="fluxnb-sweep", daemon=True)
-    thread.start()
-    interrupted = False
-    while thread.is_alive():
-        try:
-            thread.join(0.1)
-        except KeyboardInterrupt:
-            interrupted = True
-            ready.wait()
-            if "task" in box:
-                box["loop"].call_soon_threadsafe(box["task"].cancel)
-    error = box.get("error")
-    if error is not None and not (interrupted and isinstance(error, asyncio.CancelledError)):
-        raise error
-    return interrupted

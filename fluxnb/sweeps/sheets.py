@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..schema import short_name
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.axes import Axes
@@ -27,8 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Sheet", "contact_sheet", "crop_box", "metric_plot", "sweep_metadata"]
 
 _FAIL = "#c62828"
-_SHORT = {"num_inference_steps": "steps", "guidance_scale": "guidance", "image_url": "image",
-          "mask_url": "mask"}
 _BLANK = "#eeeeee"
 
 
@@ -99,8 +99,8 @@ def _fmt(value: Any) -> str:
 
 def _label(name: str, value: Any) -> str:
     """``steps=4``; a long one on two lines so a row label fits beside its picture."""
-    text = f"{_SHORT.get(name, name)}={_fmt(value)}"
-    return text if len(text) <= 18 else f"{_SHORT.get(name, name)}=\n{_fmt(value)}"
+    text = f"{short_name(name)}={_fmt(value)}"
+    return text if len(text) <= 18 else f"{short_name(name)}=\n{_fmt(value)}"
 
 
 def _input_image(sweep: Sweep, label: Any, mask: bool) -> Image.Image | None:

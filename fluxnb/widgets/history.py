@@ -19,19 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..schema import short_name
+
 __all__ = ["RunHistory", "RunRecord"]
 
-# parameter -> column name in the history table
-_COLUMNS = {
-    "num_inference_steps": "steps",
-    "guidance_scale": "guidance",
-    "strength": "strength",
-    "num_images": "num_images",
-    "seed": "seed",
-    "output_format": "output_format",
-    "enable_safety_checker": "safety_checker",
-    "prompt": "prompt",
-}
+# parameter -> column name in the history table: the schema's short names (``steps``, ...)
+_COLUMNS = {name: short_name(name) for name in (
+    "num_inference_steps", "guidance_scale", "strength", "num_images", "seed", "output_format",
+    "enable_safety_checker", "prompt")}
 
 
 @dataclass
@@ -112,7 +107,8 @@ class RunHistory:
         rows = self.to_rows()[-last:][::-1]
         if not rows:
             return ""
-        cols = ["status", "seconds", "steps", "guidance", "strength", "seed", "request_id"]
+        cols = ["status", "seconds", *(_COLUMNS[k] for k in (
+            "num_inference_steps", "guidance_scale", "strength", "seed")), "request_id"]
         head = "".join(f"<th style='padding:0 6px'>{c}</th>" for c in cols)
         body = ""
         for row in rows:

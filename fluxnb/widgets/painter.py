@@ -32,6 +32,11 @@ __all__ = ["MaskPainter", "Stroke"]
 
 #: Colour of painted pixels on the canvas (RGBA); the mask itself is white on black.
 _PAINT_RGBA = (255, 0, 72, 130)
+#: The default brush radius as a fraction of the canvas's longest side on screen (at least
+#: ``_MIN_SCREEN_BRUSH`` screen pixels), converted to image pixels: the same size on screen
+#: for a 512 px image and a 6000x4000 photo.
+_SCREEN_BRUSH = 0.03
+_MIN_SCREEN_BRUSH = 4.0
 
 
 @dataclass(frozen=True)
@@ -61,28 +66,33 @@ class MaskPainter:
 
     ``mask`` is an optional starting mask (resized to the image when the aspect ratio matches).
     ``display_size`` is the longest side of the canvas on screen; strokes are kept in image
-    pixels whatever the zoom. Paint with the mouse, or with :meth:`paint` / :meth:`erase` in
-    code; :meth:`undo`, :meth:`clear` and :meth:`invert` work both ways. ``widgets=False``
-    builds no widgets (scripts, tests).
+    pixels whatever the zoom. ``brush`` is the brush radius in image pixels; by default it is
+    3% of the canvas on screen (about 15 screen pixels), whatever the image's resolution; the
+    canvas shows its outline under the mouse. Paint with the mouse, or with :meth:`paint` /
+    :meth:`erase` in code; :meth:`undo`, :meth:`clear` and :meth:`invert` work both ways.
+    ``widgets=False`` builds no widgets (scripts, tests).
 
     >>> painter = MaskPainter(image)           # doctest: +SKIP
     >>> painter                                # shows the canvas and its tools   # doctest: +SKIP
     >>> client.run(prompt=..., image_url=image, mask_url=painter.mask)  # doctest: +SKIP
     """
 
-    def __init__(self, image: Any, mask: Any = None, *, brush: float = 24, display_size: int = 512,
-                 widgets: bool = True):
+    def __init__(self, image: Any, mask: Any = None, *, brush: float | None = None,
+                 display_size: int = 512, widgets: bool = True):
         self.image = load_image(image)
         self._base = (Image.new("L", self.image.size, 0) if mask is None
                       else fit_mask(load_mask(mask), self.image))
         self._ops: list[Stroke | str] = []
         self._current: list[tuple[float, float]] | None = None
-        self.brush = float(brush)
         self.erasing = False
         longest = max(self.image.size)
         self.scale = min(1.0, display_size / longest)   # canvas px per image px
         self.canvas_size = (max(1, round(self.image.width * self.scale)),
                             max(1, round(self.image.height * self.scale)))
+        on_screen = max(_MIN_SCREEN_BRUSH, _SCREEN_BRUSH * max(self.canvas_size))
+        self.brush = float(brush) if brush is not None else float(max(1, round(on_screen / self.scale)))
+        #: The brush outline under the mouse: ``(x, y, radius)`` in canvas pixels, or None.
+        self.cursor: tuple[float, float, float] | None = None
         self._on_change: list[Any] = []
         self.widget: Any = None
         if widgets:
@@ -183,27 +193,30 @@ class MaskPainter:
 
         self._hold = hold_canvas
         cw, ch = self.canvas_size
-        # a fixed pixel layout: in a VBox the canvas would otherwise be stretched to the width
-        self.canvas = MultiCanvas(2, width=cw, height=ch,
+        # a fixed pixel layout: in a VBox the canvas would otherwise be stretched to the width;
+        # layers: the image, the mask, the brush outline (on top, it gets the mouse events)
+        self.canvas = MultiCanvas(3, width=cw, height=ch,
                                   layout=W.Layout(width=f"{cw}px", height=f"{ch}px"))
-        self.brush_slider = W.IntSlider(value=int(self.brush), min=1, max=max(2, max(self.size) // 4),
-                                        description="Brush", continuous_update=False)
+        self.brush_slider = W.IntSlider(value=round(self.brush), min=1,
+                                        max=max(2, max(self.size) // 4, round(self.brush)),
+                                        description="Brush (px)", continuous_update=False,
+                                        tooltip="brush radius in image pixels")
         self.mode = W.ToggleButtons(options=["paint", "erase"], value="paint",
                                     style={"button_width": "70px"})
         self.clear_button = W.Button(description="Clear", icon="trash")
         self.undo_button = W.Button(description="Undo", icon="undo")
         self.invert_button = W.Button(description="Invert", icon="adjust")
         self.info = W.HTML()
-        self.brush_slider.observe(lambda ch_: setattr(self, "brush", float(ch_["new"])), names="value")
+        self.brush_slider.observe(lambda ch_: self._safe(self._set_brush, ch_["new"]), names="value")
         self.mode.observe(lambda ch_: setattr(self, "erasing", ch_["new"] == "erase"), names="value")
         self.clear_button.on_click(lambda _b: self._safe(self.clear))
         self.undo_button.on_click(lambda _b: self._safe(self.undo))
         self.invert_button.on_click(lambda _b: self._safe(self.invert))
-        top = self.canvas[1]
+        top = self.canvas[2]
         top.on_mouse_down(lambda x, y: self._safe(self._mouse_down, x, y))
         top.on_mouse_move(lambda x, y: self._safe(self._mouse_move, x, y))
         top.on_mouse_up(lambda x, y: self._safe(self._mouse_up, x, y))
-        top.on_mouse_out(lambda x, y: self._safe(self._mouse_up, x, y))
+        top.on_mouse_out(lambda x, y: self._safe(self._mouse_out, x, y))
         shown = self.image.resize(self.canvas_size, Image.Resampling.LANCZOS)
         self.canvas[0].put_image_data(np.asarray(shown), 0, 0)
         self.widget = W.VBox([
@@ -228,11 +241,36 @@ class MaskPainter:
     def _to_image(self, x: float, y: float) -> tuple[float, float]:
         return x / self.scale, y / self.scale
 
+    def _set_brush(self, radius: float) -> None:
+        self.brush = float(radius)
+        if self.cursor is not None:
+            self._draw_cursor(self.cursor[0], self.cursor[1])
+        self._show_info()
+
+    def _draw_cursor(self, x: float, y: float) -> None:
+        """The brush's outline at the mouse, its real size on screen."""
+        r = max(1.0, self.brush * self.scale)
+        self.cursor = (x, y, r)
+        layer = self.canvas[2]
+        with self._hold():
+            layer.clear()
+            layer.line_width = 1
+            layer.stroke_style = "rgba(0,0,0,0.8)"
+            layer.stroke_circle(x, y, r + 1)
+            layer.stroke_style = "rgba(255,255,255,0.9)"
+            layer.stroke_circle(x, y, r)
+
+    def _mouse_out(self, x: float, y: float) -> None:
+        self.cursor = None
+        self.canvas[2].clear()
+        self._mouse_up(x, y)
+
     def _mouse_down(self, x: float, y: float) -> None:
         self._current = [self._to_image(x, y)]
         self._draw_dab(x, y, None)
 
     def _mouse_move(self, x: float, y: float) -> None:
+        self._draw_cursor(x, y)
         if self._current is None:
             return
         px, py = self._current[-1]
@@ -272,7 +310,13 @@ class MaskPainter:
         with self._hold():
             layer.clear()
             layer.put_image_data(rgba, 0, 0)
-        self.info.value = (f"{len(self.strokes)} strokes · {self.coverage:.1%} of the image "
+        self._show_info()
+
+    def _show_info(self) -> None:
+        if self.widget is None:
+            return
+        self.info.value = (f"brush {self.brush:.0f} px ({self.brush * self.scale:.0f} px on screen) · "
+                           f"{len(self.strokes)} strokes · {self.coverage:.1%} of the image "
                            f"will be repainted")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

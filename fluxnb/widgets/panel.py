@@ -18,14 +18,14 @@ import asyncio
 import concurrent.futures
 import html
 import inspect
-import io
 import logging
+import os
 import random
-import threading
 from typing import Any
 
 from PIL import Image
 
+from .._aio import BackgroundLoop, run_blocking, wait_future
 from ..errors import ValidationError
 from ..figures import before_mask_after
 from ..images import load_image, load_mask
@@ -35,19 +35,40 @@ from ..result import InpaintResult
 from ..schema import INPUT_FIELDS, SEED_MAX
 from .history import RunHistory, RunRecord
 from .painter import MaskPainter
-from .panel_model import build_params, describe_status, slider_spec
+from .panel_model import build_params, describe_status, mask_problem, slider_spec
+from .panel_view import (
+    PANEL_CSS,
+    describe_source,
+    from_code_placeholder,
+    input_preview,
+    png_bytes,
+    stale_note_html,
+)
 
 __all__ = ["InpaintPanel"]
 
 log = logging.getLogger("fluxnb.panel")
 
 _STYLE = {"description_width": "90px"}
+#: Rows that wrap instead of squeezing (a squeezed column clips its sliders' readouts).
+_WRAP = {"flex_flow": "row wrap", "align_items": "flex-start"}
+#: Height of the before / mask preview of the inputs shown before a run.
+_PREVIEW_HEIGHT = 88
+_IMAGE_HINT = "path or URL (or upload)"
+_MASK_HINT = "path or URL (or upload, or paint)"
 #: Longest side of the before / mask / after tiles shown in the panel.
 _TILE_HEIGHT = 256
 #: Random seeds the panel draws stay below this (any int is fine; short ones are easier to read).
 _RANDOM_SEED_MAX = min(SEED_MAX, 2**31 - 1)
 
 TaskLike = asyncio.Task[Any] | concurrent.futures.Future[Any]
+
+
+async def _close_after(task: TaskLike | None, client: Any) -> None:
+    """Close ``client`` once ``task`` (cancelled, cancelling the job on the server) is done."""
+    if isinstance(task, asyncio.Task) and not task.done():
+        await asyncio.wait([task])
+    await client.aclose()
 
 
 def _error_text(exc: BaseException) -> str:
@@ -102,23 +123,31 @@ class InpaintPanel:
         self.cancel_outcome: str | None = None
         self._history = RunHistory(history_size)
         self._record: RunRecord | None = None
-        self._loop_thread: threading.Thread | None = None
-        self._bg_loop: asyncio.AbstractEventLoop | None = None
+        #: The panel's own loop thread, started when Run happens with no loop running (scripts).
+        self._background: BackgroundLoop | None = None
+        self._closing: asyncio.Task[None] | None = None
 
         # -- inputs
         self.prompt = W.Textarea(value=prompt, description="Prompt", style=_STYLE,
                                  placeholder="what to paint in the masked (white) area",
                                  layout=W.Layout(width="98%", height="52px"))
         self.image_path = W.Text(description="Image", style=_STYLE, continuous_update=False,
-                                 placeholder="path or URL (or upload)", layout=W.Layout(width="360px"))
-        self.image_upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
+                                 placeholder=_IMAGE_HINT, layout=W.Layout(width="330px"),
+                                 value=os.fspath(image) if isinstance(image, (str, os.PathLike)) else "")
+        self.image_upload = W.FileUpload(accept="image/*", multiple=False, description="Upload",
+                                         layout=W.Layout(width="auto"))
         self.mask_path = W.Text(description="Mask", style=_STYLE, continuous_update=False,
-                                placeholder="path or URL (or upload, or paint)",
-                                layout=W.Layout(width="360px"))
-        self.mask_upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
+                                placeholder=_MASK_HINT, layout=W.Layout(width="330px"),
+                                value=os.fspath(mask) if isinstance(mask, (str, os.PathLike)) else "")
+        self.mask_upload = W.FileUpload(accept="image/*", multiple=False, description="Upload",
+                                        layout=W.Layout(width="auto"))
         self.paint_button = W.Button(description="Paint mask", icon="paint-brush",
-                                     tooltip="paint the mask over the image")
+                                     tooltip="paint the mask over the image",
+                                     layout=W.Layout(width="auto"))
         self.inputs_info = W.HTML()
+        self.inputs_info.add_class("fluxnb-inputs-info")
+        self.input_preview = W.Image(format="png", layout=W.Layout(display="none"))
+        self.input_preview.add_class("fluxnb-input-preview")
 
         # -- parameters: bounds, steps and defaults from the schema
         def slider(name: str) -> Any:
@@ -137,7 +166,16 @@ class InpaintPanel:
                                      description="Seed", style=_STYLE, layout=W.Layout(width="220px"))
         self.seed_mode = W.ToggleButtons(options=["fixed", "random"],
                                          value="fixed" if seed is not None else "random",
-                                         style={"button_width": "80px"})
+                                         style={"button_width": "72px"},
+                                         layout=W.Layout(flex="0 0 auto", width="auto"))
+        self.seed_mode.add_class("fluxnb-seed-mode")
+        #: The seed the last completed run used (a drawn one in random mode).
+        self.last_seed: int | None = None
+        self._seed_was_random = False
+        self.reuse_seed_button = W.Button(description="reuse this seed", icon="repeat",
+                                          tooltip="switch to a fixed seed: the one the last run used",
+                                          layout=W.Layout(display="none", width="auto",
+                                                          align_self="flex-start"))
         fmt = INPUT_FIELDS["output_format"]
         self.output_format = W.Dropdown(options=list(fmt.choices), value=fmt.default,
                                         description=fmt.label, style=_STYLE,
@@ -163,7 +201,14 @@ class InpaintPanel:
         self.error = W.HTML(value="")
         self.result_image = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.result_image.add_class("fluxnb-result-image")
+        self.result_caption = W.HTML(value="")
+        self.result_caption.add_class("fluxnb-caption")
+        self.stale_note = W.HTML(value="")
+        #: True while the result shown is from an earlier run (the last one failed or was cancelled).
+        self.result_stale = False
         self.result_box = W.VBox([], layout=W.Layout(min_height="0px"))
+        #: Why Run is disabled (e.g. an empty mask), or None.
+        self.run_blocked: str | None = None
         self.history_html = W.HTML(value="")
         self.painter_box = W.VBox([self.painter.widget] if self.painter and self.painter.widget else [])
 
@@ -171,6 +216,7 @@ class InpaintPanel:
         self.cancel_button.on_click(self._on_cancel_click)
         self.add_lora_button.on_click(lambda _b: self._guard(self.add_lora))
         self.paint_button.on_click(lambda _b: self._guard(self.open_painter))
+        self.reuse_seed_button.on_click(lambda _b: self._guard(self.reuse_seed))
         self.image_path.observe(lambda _c: self._guard(self._inputs_changed), names="value")
         self.image_upload.observe(lambda _c: self._guard(self._inputs_changed), names="value")
         self.mask_path.observe(lambda _c: self._guard(self._inputs_changed), names="value")
@@ -178,14 +224,20 @@ class InpaintPanel:
         self.seed_mode.observe(lambda _c: self._guard(self._seed_mode_changed), names="value")
         self._seed_mode_changed()
 
+        sliders = W.VBox([self.steps, self.guidance, self.strength, self.num_images],
+                         layout=W.Layout(flex="0 0 auto", margin="0 16px 0 0"))
+        sliders.add_class("fluxnb-sliders")
+        seed_row = W.HBox([self.seed, self.seed_mode], layout=W.Layout(flex_flow="row nowrap"))
+        options = W.VBox([seed_row, self.reuse_seed_button, self.output_format, self.safety],
+                         layout=W.Layout(flex="0 0 auto"))
         self.widget = W.VBox([
-            W.HTML("<b>fluxnb</b> · FLUX + LoRA inpainting"),
+            W.HTML(PANEL_CSS + "<b>fluxnb</b> · FLUX + LoRA inpainting"),
             self.prompt,
-            W.HBox([self.image_path, self.image_upload]),
-            W.HBox([self.mask_path, self.mask_upload, self.paint_button]),
-            self.inputs_info,
-            W.HBox([W.VBox([self.steps, self.guidance, self.strength, self.num_images]),
-                    W.VBox([W.HBox([self.seed, self.seed_mode]), self.output_format, self.safety])]),
+            W.HBox([self.image_path, self.image_upload], layout=W.Layout(**_WRAP)),
+            W.HBox([self.mask_path, self.mask_upload, self.paint_button], layout=W.Layout(**_WRAP)),
+            W.HBox([self.input_preview, self.inputs_info], layout=W.Layout(**_WRAP)),
+            self.painter_box,          # Paint mask opens the painter here, under the inputs
+            W.HBox([sliders, options], layout=W.Layout(**_WRAP)),
             W.HBox([W.HTML("<b>LoRAs</b>"), self.add_lora_button]),
             self.lora_rows,
             W.HBox([self.run_button, self.cancel_button, self.progress]),
@@ -193,7 +245,6 @@ class InpaintPanel:
             self.error,
             self.result_box,
             self.history_html,
-            self.painter_box,
         ], layout=W.Layout(border="1px solid #ddd", padding="6px"))
         self.widget.add_class("fluxnb-panel")
         self._guard(self._inputs_changed)
@@ -262,6 +313,29 @@ class InpaintPanel:
     def _seed_mode_changed(self) -> None:
         self.seed.disabled = self.seed_mode.value == "random"
 
+    def reuse_seed(self, seed: int | None = None) -> int:
+        """What "reuse this seed" does: fixed seed mode with ``seed`` (default: the seed the last
+        run used, e.g. a random one). Returns the seed."""
+        seed = self.last_seed if seed is None else seed
+        if seed is None:
+            raise ValueError("no seed to reuse yet: run once first (or type a seed)")
+        self.seed.max = max(self.seed.max, seed)
+        self.seed.value = seed
+        self.seed_mode.value = "fixed"
+        self.reuse_seed_button.layout.display = "none"
+        return seed
+
+    def _show_seed_used(self, seed: int | None) -> None:
+        """Write the seed a run used back into the seed box; offer to reuse a random one."""
+        self.last_seed = seed
+        if seed is None:
+            return
+        self.seed.max = max(self.seed.max, seed)
+        self.seed.value = seed                   # shown (greyed out) in random mode too
+        random_mode = self._seed_was_random and self.seed_mode.value == "random"
+        self.reuse_seed_button.description = f"reuse seed {seed}"
+        self.reuse_seed_button.layout.display = "" if random_mode else "none"
+
     def _current_image_source(self) -> Any:
         data = _upload_bytes(self.image_upload.value)
         if data is not None:
@@ -295,16 +369,53 @@ class InpaintPanel:
         return image, mask
 
     def _inputs_changed(self) -> None:
-        """Say what the inputs are now (or what is wrong with them)."""
+        """Say what the inputs are now (or what is wrong with them): names and sizes in the
+        fields and the info line, a small before / mask preview, and Run disabled (with the
+        reason in the status line) while the mask is empty."""
+        self._name_code_inputs()
         try:
             image, mask = self.inputs()
         except Exception as exc:
             self.inputs_info.value = f"<small>inputs: {html.escape(str(exc))}</small>"
+            self.input_preview.layout.display = "none"
+            self._block_run(None)
             return
         from ..masks import mask_coverage
 
-        self.inputs_info.value = (f"<small>image {image.width}x{image.height} · mask covers "
-                                  f"{mask_coverage(mask):.1%}</small>")
+        names = (describe_source(self._current_image_source()),
+                 describe_source(self._current_mask_source()))
+        self.inputs_info.value = (
+            f"<small>image {image.width}x{image.height} ({html.escape(names[0])}) · mask covers "
+            f"{mask_coverage(mask):.1%} ({html.escape(names[1])})</small>")
+        self.input_preview.value = png_bytes(input_preview(image, mask, height=_PREVIEW_HEIGHT))
+        self.input_preview.layout.display = ""
+        self._block_run(mask_problem(mask))
+
+    def _name_code_inputs(self) -> None:
+        """Objects passed from code (PIL, arrays, a painter) are named in their empty fields."""
+        for field, upload, obj, hint in ((self.image_path, self.image_upload, self._image_obj,
+                                          _IMAGE_HINT),
+                                         (self.mask_path, self.mask_upload,
+                                          self.painter or self._mask_obj, _MASK_HINT)):
+            if obj is not None and not field.value.strip() and not upload.value:
+                field.placeholder = from_code_placeholder(obj)
+                field.tooltip = "set from code; type a path or upload to replace it"
+                field.add_class("fluxnb-from-code")
+            else:
+                field.placeholder, field.tooltip = hint, None
+                field.remove_class("fluxnb-from-code")
+
+    def _block_run(self, reason: str | None) -> None:
+        """Disable Run with ``reason`` in the status line (None: enable it again)."""
+        was, self.run_blocked = self.run_blocked, reason
+        self.run_button.disabled = self.running or reason is not None
+        self.run_button.tooltip = f"disabled: {reason}" if reason else ""
+        if self.running:
+            return
+        if reason is not None:
+            self._set_status(f"Run is disabled: {reason}")
+        elif was is not None:
+            self._set_status("ready")
 
     def open_painter(self) -> MaskPainter:
         """Open a :class:`MaskPainter` over the current image (starting from the current mask);
@@ -349,8 +460,27 @@ class InpaintPanel:
             return None
 
     def _set_running(self, running: bool) -> None:
-        self.run_button.disabled = running
+        self.run_button.disabled = running or self.run_blocked is not None
         self.cancel_button.disabled = not running
+
+    def _mark_stale(self, why: str) -> None:
+        """Keep an earlier result on screen, dimmed and labelled as not from the last run."""
+        if not self.result_box.children:
+            return
+        self.result_stale = True
+        self.stale_note.value = stale_note_html(why)
+        self.result_image.add_class("fluxnb-stale")
+        self.result_caption.add_class("fluxnb-stale")
+        self.result_box.children = (self.stale_note, self.result_image, self.result_caption)
+
+    def _show_result(self, png: bytes, caption: str) -> None:
+        """The before / mask / after strip with its caption as HTML text under it."""
+        self.result_stale = False
+        self.result_image.remove_class("fluxnb-stale")
+        self.result_caption.remove_class("fluxnb-stale")
+        self.result_image.value = png
+        self.result_caption.value = f"<div>{html.escape(caption)}</div>"
+        self.result_box.children = (self.result_image, self.result_caption)
 
     def _on_update(self, status: Status) -> None:
         text, progress = describe_status(status)
@@ -378,10 +508,8 @@ class InpaintPanel:
     def _render(self, image: Image.Image, mask: Image.Image, outputs: list[Image.Image],
                 caption: str) -> bytes:
         h = min(self.tile_height, image.height)
-        strip = before_mask_after(image, mask, outputs, caption=caption, height=h)
-        buf = io.BytesIO()
-        strip.save(buf, format="PNG")
-        return buf.getvalue()
+        strip = before_mask_after(image, mask, outputs, height=h)   # the caption is HTML text
+        return png_bytes(strip)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -404,18 +532,26 @@ class InpaintPanel:
         self._clear_error()
         try:
             values = self.values()
+            self._seed_was_random = values["seed"] is None
             if values["seed"] is None:
                 values["seed"] = random.randint(0, _RANDOM_SEED_MAX)
             params = build_params(values, loras=self.loras)
             image, mask = self.inputs()
+            problem = mask_problem(mask)
+            if problem is not None:
+                raise ValidationError([{"loc": ["body", "mask_url"], "type": "value_error",
+                                        "msg": problem}])
         except Exception:
             self._set_status("not sent: fix the error below")
+            self.progress.value, self.progress.bar_style = 0, ""
+            self._mark_stale("the last Run was not sent (see the error)")
             raise
         self._record = record = self._history.start(params)
         self.job = None
         self.cancel_outcome = None
         self.queue_position = None
         self.progress.value = 0
+        self.progress.bar_style = ""
         self._set_status("submitting")
         self._set_running(True)
         coro = self._job(params, image, mask, record)
@@ -427,7 +563,7 @@ class InpaintPanel:
         if loop is not None:
             task = loop.create_task(coro)
         else:
-            task = asyncio.run_coroutine_threadsafe(coro, self._background_loop())
+            task = self._background_loop().submit(coro)
         self.task = task
         task.add_done_callback(self._task_done)
         return task
@@ -468,7 +604,8 @@ class InpaintPanel:
         if not isinstance(task, concurrent.futures.Future):  # pragma: no cover - no loop was running
             raise RuntimeError("expected a background-loop future")
         try:
-            result: InpaintResult = task.result(timeout)
+            # Ctrl-C cancels the job (on the server too), waits for that, and re-raises
+            result: InpaintResult = wait_future(task, timeout)
             return result
         except concurrent.futures.CancelledError:
             return None
@@ -485,14 +622,11 @@ class InpaintPanel:
         task.cancel()
         return True
 
-    def _background_loop(self) -> asyncio.AbstractEventLoop:
+    def _background_loop(self) -> BackgroundLoop:
         """A loop in a daemon thread for use without a running loop (scripts)."""
-        if self._bg_loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="fluxnb-panel-loop", daemon=True)
-            thread.start()
-            self._bg_loop, self._loop_thread = loop, thread
-        return self._bg_loop
+        if self._background is None:
+            self._background = BackgroundLoop(name="fluxnb-panel-loop")
+        return self._background
 
     async def _get_client(self) -> Any:
         if self._client is None:
@@ -537,8 +671,8 @@ class InpaintPanel:
 
             caption = param_title(params, seed=result.seed)
             png = await asyncio.to_thread(self._render, image, mask, outputs, caption)
-            self.result_image.value = png
-            self.result_box.children = (self.result_image,)
+            self._show_result(png, caption)
+            self._show_seed_used(result.seed)
             self.result = result
             self._history.finish(record, "completed", seed=result.seed, request_id=result.request_id)
             total = progress_from_logs(result.logs or [])
@@ -546,18 +680,28 @@ class InpaintPanel:
                 self.progress.max, self.progress.value = total[1], total[1]
             else:
                 self.progress.value = self.progress.max
-            self._set_status(f"done in {record.seconds or 0:.1f} s · seed {result.seed} · "
+            self.progress.bar_style = "success"
+            drawn = " (random)" if self._seed_was_random else ""
+            self._set_status(f"done in {record.seconds or 0:.1f} s · seed {result.seed}{drawn} · "
                              f"request {result.request_id}")
             return result
-        except asyncio.CancelledError:
-            if client is not None:
+        except asyncio.CancelledError as exc:
+            already = getattr(exc, "cancel_outcome", None)  # the async client cancelled it already
+            if already is not None:
+                self.cancel_outcome = str(already)
+            elif client is not None:
                 await self._cancel_on_server(client)
             self._history.finish(record, "cancelled", error=None)
+            self.progress.value = 0                  # not frozen at the step it was cancelled at
+            self.progress.bar_style = ""
+            self._mark_stale("the last run was cancelled")
             self._set_status(f"cancelled (server: {self.cancel_outcome})")
             raise
         except Exception as exc:
             self._history.finish(record, "failed", error=_error_text(exc))
             self._show_error(exc)
+            self.progress.bar_style = "danger"
+            self._mark_stale("the last run failed (see the error above)")
             self._set_status("failed: see the error below")
             raise
         finally:
@@ -579,17 +723,14 @@ class InpaintPanel:
             self.task.cancel()
         self.widget.close()
         client, self._client = (self._client if self._own_client else None), None
-        if self._bg_loop is not None:
-            loop, self._bg_loop = self._bg_loop, None
-            if client is not None:
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            if self._loop_thread is not None:
-                self._loop_thread.join(10)
-            loop.close()
-        elif client is not None:
+        background, self._background = self._background, None
+        if background is not None:
+            background.close()  # waits for a cancelled job's cleanup; closes that loop's pool
+        if client is not None:
             try:
-                asyncio.get_running_loop().create_task(client.aclose())
+                loop = asyncio.get_running_loop()
             except RuntimeError:
-                asyncio.run(client.aclose())
+                run_blocking(client.aclose())
+            else:
+                self._closing = loop.create_task(_close_after(self.task, client))
 

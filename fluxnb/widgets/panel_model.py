@@ -10,6 +10,8 @@ Everything here is pure, so most of the panel is tested without a kernel or a se
 {'prompt': 'a fox', 'num_inference_steps': 20, 'strength': 0.85}
 >>> describe_status(Queued(position=2))
 ('in queue: position 2', None)
+>>> mask_problem(Image.new("L", (4, 4), 76))[:59]
+'the mask repaints nothing: the brightest mask pixel is 76; '
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ValidationError
+from PIL import Image
+
+from ..masks import empty_mask_reason
 from ..protocol import InProgress, Queued, Status, progress_from_logs
 from ..schema import INPUT_FIELDS, LORA_SCALE, Field, validate_input
 
-__all__ = ["SLIDER_FIELDS", "build_params", "describe_status", "slider_spec", "snap"]
+__all__ = ["SLIDER_FIELDS", "build_params", "describe_status", "mask_problem", "slider_spec", "snap"]
 
 #: The fields the panel shows as sliders, in order.
 SLIDER_FIELDS = ("num_inference_steps", "guidance_scale", "strength", "num_images")
@@ -87,10 +91,7 @@ def build_params(values: Mapping[str, Any], *, loras: Sequence[tuple[str, float]
             if isinstance(path, str) and path.strip()]
     if rows:
         params["loras"] = rows
-    prompt = params.get("prompt")
-    if isinstance(prompt, str) and not prompt.strip():
-        raise ValidationError([{"loc": ["body", "prompt"], "type": "missing",
-                                "msg": "prompt is empty: say what to paint in the masked area"}])
+    # a blank prompt is refused by the schema (one rule with the client and the server)
     checked = validate_input({**params, "image_url": _PLACEHOLDER, "mask_url": _PLACEHOLDER})
     return {k: v for k, v in checked.items() if k not in ("image_url", "mask_url")}
 
@@ -106,3 +107,13 @@ def describe_status(status: Status) -> tuple[str, tuple[int, int] | None]:
     if status.error is not None:  # Completed
         return f"failed: {status.error}", progress_from_logs(status.logs)
     return "completed: fetching the images", progress_from_logs(status.logs)
+
+
+def mask_problem(mask: Image.Image) -> str | None:
+    """Why ``mask`` would repaint nothing (no pixel is white, >= 128), or None when it is usable.
+
+    The client's rule (:func:`fluxnb.masks.empty_mask_reason`); the panel disables Run and shows
+    this text, with a hint at the painter.
+    """
+    reason = empty_mask_reason(mask)
+    return None if reason is None else f"{reason}; or click Paint mask and paint the area"
