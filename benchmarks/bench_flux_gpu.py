@@ -123,24 +123,6 @@ class _StepClock:
         return (len(self.stamps) - 1) / (self.stamps[-1] - self.stamps[0])
 
 
-class _Ctx:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def log(self, message: str, level: str = "INFO") -> None:
-        self.lines.append(message)
-
-    def step(self, done: int, total: int, *, image_index: int = 0, num_images: int = 1) -> None:
-        self.lines.append(f"step {done}/{total}")
-
-    @property
-    def cancelled(self) -> bool:
-        return False
-
-    def check_cancelled(self) -> None:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; prints a table and (with ``--json``) writes the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -173,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     from fluxnb.schema import validate_input
     from fluxnb.server.engines import EngineRequest
     from fluxnb.server.engines.flux_diffusers import DiffusersEngine
+    from fluxnb.server.engines.testing import RecordingContext
 
     import_s = time.perf_counter() - t0
     cuda = args.device.startswith("cuda")
@@ -253,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 request = EngineRequest(image=image, mask=mask, params=body, seed=1 + k)
                 sync()
                 start = time.perf_counter()
-                out = engine.run(request, _Ctx())
+                out = engine.run(request, RecordingContext())
                 sync()
                 seconds_list.append(time.perf_counter() - start)
             assert out.images[0].size == (args.size, args.size)

@@ -17,28 +17,9 @@ from PIL import Image
 from fluxnb.schema import validate_input
 from fluxnb.server.engines import EngineRequest
 from fluxnb.server.engines.preview import PreviewEngine
+from fluxnb.server.engines.testing import RecordingContext
 
 __all__ = ["main", "make_inputs"]
-
-
-class _Ctx:
-    """A JobContext that only counts steps."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def log(self, message: str, level: str = "INFO") -> None:
-        pass
-
-    def step(self, done: int, total: int, *, image_index: int = 0, num_images: int = 1) -> None:
-        self.steps += 1
-
-    @property
-    def cancelled(self) -> bool:
-        return False
-
-    def check_cancelled(self) -> None:
-        pass
 
 
 def make_inputs(size: int, seed: int = 0) -> tuple[Image.Image, Image.Image]:
@@ -68,11 +49,11 @@ def main() -> None:
         params = validate_input({"prompt": "bench", "image_url": "data:,", "mask_url": "data:,"},
                                 fill_defaults=True)
         request = EngineRequest(image=image, mask=mask, params=params, seed=42)
-        engine.run(request, _Ctx())  # warm-up
+        engine.run(request, RecordingContext())  # warm-up
         times = []
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            engine.run(request, _Ctx())
+            engine.run(request, RecordingContext())
             times.append(time.perf_counter() - t0)
         hole = float(np.mean(np.asarray(mask) >= 128))
         print(f"preview {size}x{size} hole {hole:.1%} steps 28: median {statistics.median(times):.3f} s "

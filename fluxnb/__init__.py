@@ -14,6 +14,8 @@ Names are loaded on first use, so ``import fluxnb`` stays cheap (no server or Op
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -58,19 +60,20 @@ __all__ = [
     "union_mask",
 ]
 
-# public name -> module that defines it
+# public name -> module that defines it (tests/test_public_api.py ties this table, __all__ and
+# the TYPE_CHECKING imports below together)
 _LAZY = {
     "AsyncJob": "client",
     "AsyncQueueClient": "client",
     "CostWarning": "errors",
     "FluxnbError": "errors",
     "InpaintPanel": "widgets",
-    "InpaintResult": "result",
+    "InpaintResult": "client",
     "Job": "client",
     "JobCancelledError": "errors",
     "JobFailedError": "errors",
     "JobTimeoutError": "errors",
-    "MaskMismatchError": "masks",
+    "MaskMismatchError": "errors",
     "MaskPainter": "widgets",
     "QueueClient": "client",
     "QueueHTTPError": "errors",
@@ -78,8 +81,8 @@ _LAZY = {
     "TransportError": "errors",
     "ValidationError": "errors",
     "asweep": "sweeps",
-    "before_mask_after": "figures",
-    "connect": "backends",
+    "before_mask_after": "pictures",
+    "connect": "connect",
     "demo_inputs": "demo",
     "feather_mask": "masks",
     "fit_mask": "masks",
@@ -99,8 +102,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .backends import connect
-    from .client import AsyncJob, AsyncQueueClient, Job, QueueClient
+    from .client import AsyncJob, AsyncQueueClient, InpaintResult, Job, QueueClient
+    from .connect import connect
     from .demo import demo_inputs
     from .display import show_grid
     from .errors import (
@@ -109,14 +112,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         JobCancelledError,
         JobFailedError,
         JobTimeoutError,
+        MaskMismatchError,
         QueueHTTPError,
         TransportError,
         ValidationError,
     )
-    from .figures import before_mask_after
     from .images import load_image, load_mask, to_data_uri
     from .masks import (
-        MaskMismatchError,
         feather_mask,
         fit_mask,
         grow_mask,
@@ -128,9 +130,22 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         mask_threshold,
         union_mask,
     )
-    from .result import InpaintResult
+    from .pictures import before_mask_after
     from .sweeps import Sweep, asweep, sweep
     from .widgets import InpaintPanel, MaskPainter
+
+
+class _Package(types.ModuleType):
+    """``fluxnb.connect`` is the function ``connect()``: importing the submodule of the same name
+    (``fluxnb/connect.py``) must not replace it, as the import system would by default."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "connect" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

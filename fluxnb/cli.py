@@ -336,7 +336,7 @@ def _run_job(image: Any, mask: Any, fields: dict[str, Any], args: argparse.Names
         progress.close()
     if result.notice:
         print(f"fluxnb: {result.notice}", file=sys.stderr)
-    tag = result.request_id[:8]
+    tag = (result.request_id or "result")[:8]
     record = {
         "inputs": fields,
         "image": str(image) if isinstance(image, (str, Path)) else "(in memory)",

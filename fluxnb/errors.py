@@ -5,6 +5,7 @@
     FluxnbError
     ├── ValidationError (also ValueError)   bad input, found before any network call or by the server (422)
     │   └── MaskMismatchError               the mask's aspect ratio (or size) is not the image's
+    ├── SweepTooLargeError (also ValueError) a sweep would send more jobs than ``max_jobs``
     ├── CredentialsError (also ValueError)  a key that cannot be used, or would go to the wrong host
     ├── TransportError                      the network failed and retries ran out (wraps the httpx error)
     ├── EventLoopError (also RuntimeError)  an async client's own transport= was used from a second event loop
@@ -35,6 +36,7 @@ __all__ = [
     "JobTimeoutError",
     "MaskMismatchError",
     "QueueHTTPError",
+    "SweepTooLargeError",
     "TransportError",
     "ValidationError",
 ]
@@ -60,8 +62,15 @@ class ValidationError(FluxnbError, ValueError):
     the same list the local server returns as ``detail`` with a 422.
     """
 
-    def __init__(self, errors: list[dict[str, Any]]):
+    def __init__(self, errors: list[dict[str, Any]], *, status_code: int | None = None,
+                 error_type: str | None = None, request_id: str | None = None):
         self.errors = errors
+        #: 422 when the server refused the input; None when the client found the fault itself.
+        self.status_code = status_code
+        #: The server's ``detail`` list (the same items as ``errors``); None for a local check.
+        self.detail: list[dict[str, Any]] | None = errors if status_code is not None else None
+        self.error_type = error_type
+        self.request_id = request_id
         super().__init__("; ".join(str(e.get("msg", e)) for e in errors) or "invalid input")
 
     @property
@@ -83,6 +92,10 @@ class MaskMismatchError(ValidationError):
         errors = message if isinstance(message, list) else [
             {"loc": ["body", field], "msg": message, "type": "mask_mismatch"}]
         super().__init__(errors)
+
+
+class SweepTooLargeError(FluxnbError, ValueError):
+    """The sweep would send more jobs than ``max_jobs``; the message says how to go ahead."""
 
 
 class CredentialsError(FluxnbError, ValueError):

@@ -29,8 +29,7 @@ from PIL import Image
 
 from .datauri import decode_data_uri, encode_data_uri, sniff_mime
 
-__all__ = ["encode_image", "image_size_of", "is_url", "load_image", "load_mask", "preview_data_uri",
-           "thumbnail", "to_data_uri"]
+__all__ = ["encode_image", "image_size_of", "is_url", "load_image", "load_mask", "to_data_uri"]
 
 _URL_PREFIXES = ("http://", "https://", "data:")
 _PASS_THROUGH = ("image/png", "image/jpeg")
@@ -174,12 +173,22 @@ def to_data_uri(obj: Any, *, mask: bool = False) -> str:
 
 
 def _fetch_url(url: str) -> bytes:
+    """The bytes behind a data URI or an http(s) URL; a failed download is a fluxnb error
+    (QueueHTTPError for an error status, TransportError when nothing answered)."""
     if url.startswith("data:"):
         return decode_data_uri(url)[1]
     import httpx
 
-    response = httpx.get(url, follow_redirects=True, timeout=30.0)
-    response.raise_for_status()
+    from .errors import QueueHTTPError, TransportError
+
+    shown = url.split("?", 1)[0]  # a signed URL's query stays out of messages
+    try:
+        response = httpx.get(url, follow_redirects=True, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise TransportError(f"GET {shown} failed: {type(exc).__name__}: {exc}", url=shown) from exc
+    if response.status_code >= 400:
+        raise QueueHTTPError(response.status_code, f"downloading the image {shown}: "
+                             f"{response.reason_phrase or 'error'}", url=shown)
     return response.content
 
 
@@ -245,30 +254,3 @@ def image_size_of(obj: Any) -> tuple[int, int] | None:
             return int(img.width), int(img.height)
     except Exception:  # noqa: BLE001 - encoding the input later says what is wrong with it
         return None
-
-
-def thumbnail(img: Image.Image, max_side: int) -> Image.Image:
-    """A copy of ``img`` no larger than ``max_side`` on its longer side (smaller ones unchanged).
-
-    >>> thumbnail(Image.new("RGB", (800, 400)), 200).size
-    (200, 100)
-    """
-    out = img.copy()
-    if max(out.size) > max_side:
-        out.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return out
-
-
-def preview_data_uri(img: Image.Image) -> str:
-    """A compact data URI to show ``img`` in HTML: JPEG (quality 85) for RGB and grey images,
-    PNG for anything with transparency or a palette.
-
-    >>> preview_data_uri(Image.new("RGB", (4, 4)))[:23]
-    'data:image/jpeg;base64,'
-    """
-    buf = io.BytesIO()
-    if img.mode in ("RGB", "L"):
-        img.save(buf, format="JPEG", quality=85)
-        return encode_data_uri(buf.getvalue(), "image/jpeg")
-    img.save(buf, format="PNG")
-    return encode_data_uri(buf.getvalue(), "image/png")

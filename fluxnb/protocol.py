@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "COMPLETED",
     "DEFAULT_BASE_URL",
+    "IN_PROGRESS",
+    "IN_QUEUE",
     "RETRY_STATUSES",
     "Completed",
     "InProgress",
@@ -36,6 +39,9 @@ __all__ = [
     "should_retry_status",
     "split_app_id",
 ]
+
+#: The three job states of fal's queue (a status body's ``status``); the server uses these too.
+IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 
 #: fal's queue host; the client's default ``base_url``.
 DEFAULT_BASE_URL = "https://queue.fal.run"
@@ -143,12 +149,12 @@ def parse_status(data: Mapping[str, Any]) -> Status:
     if not isinstance(data, Mapping):
         raise ValueError(f"status body is not a JSON object: {data!r:.80}")
     status = data.get("status")
-    if status == "IN_QUEUE":
+    if status == IN_QUEUE:
         position = data.get("queue_position")
         return Queued(position=int(position) if isinstance(position, (int, float)) else 0)
-    if status == "IN_PROGRESS":
+    if status == IN_PROGRESS:
         return InProgress(logs=parse_logs(data.get("logs")))
-    if status == "COMPLETED":
+    if status == COMPLETED:
         metrics = data.get("metrics")
         return Completed(
             logs=parse_logs(data.get("logs")),

@@ -1,6 +1,7 @@
 """The one schema of ``fal-ai/flux-lora/inpainting``: every field, its range and its default.
 
-Everything that needs a bound or a default reads it from here: the client validates with
+Everything that needs a bound or a default reads it from here (the :class:`Field` type and the
+check of one value live in :mod:`fluxnb.fields`): the client validates with
 :func:`validate_input` before any network call, the local server validates with the same function
 and answers 422 in fal's ``{"detail": [{"loc", "msg", "type"}]}`` shape, and the notebook
 widgets build their sliders from :data:`INPUT_FIELDS`.
@@ -16,12 +17,13 @@ widgets build their sliders from :data:`INPUT_FIELDS`.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ValidationError
+from .fields import BAD, Field, check_value, fmt_number
+from .fields import error_item as _err
+from .fields import short_value as _short
 
 __all__ = [
     "ALIASES",
@@ -80,47 +82,6 @@ IMAGE_SIZE_PRESETS: Mapping[str, tuple[int, int]] = {
     "landscape_16_9": (1024, 576),
 }
 
-_URL_PREFIXES = ("http://", "https://", "data:")
-
-
-@dataclass(frozen=True)
-class Field:
-    """One input field: its type, bounds, default and the label a widget shows.
-
-    ``kind`` is one of ``string``, ``url``, ``integer``, ``number``, ``boolean``, ``choice``,
-    ``image_size``, ``loras``. ``step`` is the natural slider step for numbers. ``short`` is the
-    short name (an alias accepted everywhere, used in titles and columns), ``aliases`` are more
-    accepted names, ``flag`` is the ``fluxnb run`` option that sets the field.
-    """
-
-    name: str
-    kind: str
-    doc: str
-    label: str = ""
-    required: bool = False
-    default: Any = None
-    minimum: float | None = None
-    maximum: float | None = None
-    step: float | None = None
-    choices: tuple[str, ...] = ()
-    ctx: Mapping[str, Any] = field(default_factory=dict)
-    short: str = ""
-    aliases: tuple[str, ...] = ()
-    flag: str = ""
-
-    def range_text(self) -> str:
-        """The allowed values in words, e.g. ``"1 to 50"`` or ``"one of jpeg, png"``."""
-        if self.kind == "choice":
-            return "one of " + ", ".join(self.choices)
-        if self.minimum is not None and self.maximum is not None:
-            return f"{_fmt(self.minimum)} to {_fmt(self.maximum)}"
-        return self.kind
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
-
-
 #: A LoRA's scale, shared by the ``loras`` items, the server and the widgets.
 LORA_SCALE = Field(
     "scale", "number", "How strongly the LoRA is applied.", label="LoRA scale",
@@ -155,9 +116,11 @@ INPUT_FIELDS: Mapping[str, Field] = {
               label="Seed", default=None, minimum=0, maximum=SEED_MAX, step=1, flag="--seed"),
         Field("image_size", "image_size",
               "Output size: a preset name or {width, height}; the input size when omitted.",
-              label="Image size", default=None, choices=tuple(IMAGE_SIZE_PRESETS), short="size"),
+              label="Image size", default=None, choices=tuple(IMAGE_SIZE_PRESETS), short="size",
+              parts={side: Field(side, "integer", f"Output {side}.", default=512, minimum=1,
+                                 maximum=MAX_IMAGE_SIDE) for side in ("width", "height")}),
         Field("loras", "loras", "LoRAs to apply: [{path, scale}].", label="LoRAs", default=(),
-              flag="--lora"),
+              flag="--lora", parts={"scale": LORA_SCALE}),
         Field("sync_mode", "boolean",
               "Return images as data URIs and keep them out of request history.",
               label="Sync mode", default=False),
@@ -264,8 +227,8 @@ def validate_input(
             continue
         if value is None and not spec.required:
             continue  # explicit null means "use the default", as fal's pydantic models do
-        checked = _check(spec, value, [key], errors)
-        if checked is not _BAD:
+        checked = check_value(spec, value, [key], errors)
+        if checked is not BAD:
             out[key] = checked
     for spec in INPUT_FIELDS.values():
         if spec.required and spec.name not in out and not any(
@@ -324,7 +287,8 @@ def markdown_table() -> str:
         elif spec.kind == "image_size":
             allowed = " \\| ".join(spec.choices) + f" \\| {{width, height}} <= {MAX_IMAGE_SIDE}"
         elif spec.kind == "loras":
-            allowed = f"[{{path, scale {LORA_SCALE.range_text()} (default {_fmt(LORA_SCALE.default)})}}]"
+            scale = f"{LORA_SCALE.range_text()} (default {fmt_number(LORA_SCALE.default)})"
+            allowed = f"[{{path, scale {scale}}}]"
         elif spec.kind == "url":
             allowed = "http(s) URL or data URI"
         else:
@@ -343,43 +307,10 @@ def _default_text(spec: Field) -> str:
     if isinstance(spec.default, bool):
         return str(spec.default).lower()
     if isinstance(spec.default, (int, float)):
-        return _fmt(spec.default)
+        return fmt_number(spec.default)
     if spec.default == ():
         return "[]"
     return "" if spec.default is None else str(spec.default)
-
-
-# -- checking one value ---------------------------------------------------------------------
-
-_BAD = object()
-
-
-def _err(loc: list[Any], msg: str, type_: str, value: Any, **ctx: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {"loc": ["body", *loc], "msg": msg, "type": type_}
-    if value is not None:
-        item["input"] = _short(value)
-    if ctx:
-        item["ctx"] = ctx
-    return item
-
-
-def _short(value: Any) -> Any:
-    """A JSON-safe, short echo of a bad value (long strings such as data URIs are cut)."""
-    if isinstance(value, str) and len(value) > 80:
-        return value[:60] + f"... ({len(value)} chars)"
-    if isinstance(value, (int, float, bool, str)) or value is None:
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        return value
-    text = repr(value)
-    return text if len(text) <= 80 else text[:60] + "..."
-
-
-def _where(loc: list[Any]) -> str:
-    text = str(loc[0])
-    for part in loc[1:]:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
 
 
 def _unknown_field(key: Any, value: Any) -> dict[str, Any]:
@@ -391,139 +322,3 @@ def _unknown_field(key: Any, value: Any) -> dict[str, Any]:
         if close:
             msg += f"; did you mean {close[0]!r}?"
     return _err([key], msg + " (allowed: " + ", ".join(INPUT_FIELDS) + ")", "extra_forbidden", value)
-
-
-def _check(spec: Field, value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> Any:
-    where = _where(loc)
-    kind = spec.kind
-    if kind in ("string", "url"):
-        if not isinstance(value, str):
-            errors.append(_err(loc, f"{where} must be a string, not {type(value).__name__} "
-                                    f"{_short(value)!r}", "string_type", value))
-            return _BAD
-        if spec.required and kind == "string" and not value.strip():
-            errors.append(_err(loc, f"{where} is empty: say what to paint in the masked area",
-                               "string_too_short", value))
-            return _BAD
-        if kind == "url":
-            if not value.startswith(_URL_PREFIXES):
-                errors.append(_err(loc, f"{where}={_short(value)!r} is not an http(s) URL or a data URI",
-                                   "url_scheme", value))
-                return _BAD
-        return value
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            errors.append(_err(loc, f"{where} must be true or false, not {_short(value)!r}",
-                               "bool_type", value))
-            return _BAD
-        return value
-    if kind == "choice":
-        if value not in spec.choices:
-            errors.append(_err(loc, f"{where}={_short(value)!r} is not allowed: {spec.range_text()}"
-                               f" (default {spec.default})", "enum", value,
-                               expected=" or ".join(spec.choices)))
-            return _BAD
-        return value
-    if kind in ("integer", "number"):
-        return _check_number(spec, value, loc, errors)
-    if kind == "image_size":
-        return _check_image_size(spec, value, loc, errors)
-    if kind == "loras":
-        return _check_loras(value, loc, errors)
-    raise AssertionError(f"unknown field kind {kind}")  # pragma: no cover - schema bug
-
-
-def _check_number(spec: Field, value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> Any:
-    where = _where(loc)
-    given = value
-    is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if spec.kind == "integer":
-        if is_num and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            errors.append(_err(loc, f"{where} must be an integer, not {_short(value)!r}",
-                               "int_type", value))
-            return _BAD
-    else:
-        if not is_num or not math.isfinite(value):
-            errors.append(_err(loc, f"{where} must be a finite number, not {_short(value)!r}",
-                               "float_type", value))
-            return _BAD
-        value = float(value)
-    lo, hi = spec.minimum, spec.maximum
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        default = "" if spec.default is None else f" (default {_fmt(spec.default)})"
-        errors.append(_err(loc, f"{where}={_short(given)} is out of range: allowed "
-                                f"{spec.range_text()}{default}",
-                           "greater_than_equal" if lo is not None and value < lo else "less_than_equal",
-                           given, ge=lo, le=hi))
-        return _BAD
-    return value
-
-
-def _check_image_size(spec: Field, value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> Any:
-    where = _where(loc)
-    if isinstance(value, str):
-        if value in IMAGE_SIZE_PRESETS:
-            return value
-        errors.append(_err(loc, f"{where}={_short(value)!r} is not a size preset: one of "
-                                + ", ".join(IMAGE_SIZE_PRESETS) + ", or {width, height}",
-                           "enum", value))
-        return _BAD
-    if not isinstance(value, Mapping):
-        errors.append(_err(loc, f"{where} must be a preset name or {{width, height}}, not "
-                                f"{_short(value)!r}", "image_size_type", value))
-        return _BAD
-    side = Field("side", "integer", "", default=512, minimum=1, maximum=MAX_IMAGE_SIDE)
-    out: dict[str, int] = {}
-    ok = True
-    for key, item in value.items():
-        if key not in ("width", "height"):
-            errors.append(_err([*loc, key], f"unknown field {key!r} in {where} (allowed: width, height)",
-                               "extra_forbidden", item))
-            ok = False
-            continue
-        checked = _check_number(side, item, [*loc, key], errors)
-        ok = ok and checked is not _BAD
-        if checked is not _BAD:
-            out[key] = checked
-    return out if ok else _BAD
-
-
-def _check_loras(value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> Any:
-    where = _where(loc)
-    if not isinstance(value, (list, tuple)):
-        errors.append(_err(loc, f"{where} must be a list of {{path, scale}}, not {_short(value)!r}",
-                           "list_type", value))
-        return _BAD
-    out: list[dict[str, Any]] = []
-    ok = True
-    for i, item in enumerate(value):
-        iloc = [*loc, i]
-        if not isinstance(item, Mapping):
-            errors.append(_err(iloc, f"{_where(iloc)} must be {{path, scale}}, not {_short(item)!r}",
-                               "dict_type", item))
-            ok = False
-            continue
-        lora: dict[str, Any] = {}
-        for key, sub in item.items():
-            if key not in ("path", "scale"):
-                errors.append(_err([*iloc, key], f"unknown field {key!r} in {_where(iloc)}"
-                                                 " (allowed: path, scale)", "extra_forbidden", sub))
-                ok = False
-        path = item.get("path")
-        if not isinstance(path, str) or not path.strip():
-            errors.append(_err([*iloc, "path"], f"{_where(iloc)}.path must be a non-empty string "
-                                                "(a URL, a hub id or a file path)",
-                               "missing" if path is None else "string_type", path))
-            ok = False
-        else:
-            lora["path"] = path
-        scale = item.get("scale", LORA_SCALE.default)
-        checked = _check_number(LORA_SCALE, scale, [*iloc, "scale"], errors)
-        if checked is _BAD:
-            ok = False
-        else:
-            lora["scale"] = checked
-        out.append(lora)
-    return out if ok else _BAD

@@ -12,16 +12,15 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import free_port, terminate
+from tests.support import eventually, free_port, terminate
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "JupyterLab", "require_browser"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "KERNEL_EVAL", "JupyterLab", "require_browser"]
 
 CHROMIUM = "/usr/bin/chromium"
 #: From the research doc: headless in a container, no background traffic.
@@ -86,20 +85,22 @@ class JupyterLab:
                  f"--LabServerApp.workspaces_dir={work / 'workspaces'}"],
                 cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         lab = cls(root, port, token, process, log_path)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answers() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"jupyterlab exited ({process.returncode}): {lab.log_tail()}")
             try:
-                if httpx.get(f"{lab.base_url}/api/status", params={"token": token},
-                             timeout=2).status_code == 200:
-                    return lab
+                return httpx.get(f"{lab.base_url}/api/status", params={"token": token},
+                                 timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                lab.stop()
-                raise RuntimeError(f"jupyterlab did not answer in {timeout} s: {lab.log_tail()}")
-            time.sleep(0.25)
+                return False
+
+        try:
+            eventually(answers, timeout, interval=0.25)
+        except AssertionError:
+            lab.stop()
+            raise RuntimeError(f"jupyterlab did not answer in {timeout} s: {lab.log_tail()}") from None
+        return lab
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -116,3 +117,17 @@ class JupyterLab:
             except (httpx.HTTPError, subprocess.TimeoutExpired):
                 terminate(self.process)
 
+
+#: run `code` in the open notebook's kernel and return its `text/plain` result (or "Name: message" on an
+#: error): what the kernel holds, which the page may not show yet
+KERNEL_EVAL = """async (code) => {
+  const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  let out = null;
+  const f = k.requestExecute({code, silent: false, store_history: false});
+  f.onIOPub = (msg) => {
+    if (msg.header.msg_type === 'execute_result') out = msg.content.data['text/plain'];
+    if (msg.header.msg_type === 'error') out = msg.content.ename + ': ' + msg.content.evalue;
+  };
+  await f.done;
+  return out;
+}"""

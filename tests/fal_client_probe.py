@@ -7,9 +7,12 @@ Usage: python fal_client_probe.py IMAGE.png MASK.png
 
 import json
 import sys
-import time
+from pathlib import Path
 
 import fal_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find tests/
+from tests.support import eventually  # noqa: E402
 
 APP = "fal-ai/flux-lora/inpainting"
 
@@ -61,8 +64,13 @@ def main(image_path, mask_path):
     victim = fal_client.submit(APP, arguments=args)
     seen["victim_before_cancel"] = _status_json(victim.status())
     fal_client.cancel(APP, victim.request_id)
-    time.sleep(0.2)
-    seen["victim_after_cancel"] = _status_json(victim.status(with_logs=True))
+
+    def cancelled_status():
+        status = victim.status(with_logs=True)
+        return status if type(status).__name__ == "Completed" else None
+
+    after = eventually(cancelled_status, 10, "the cancelled job never completed")
+    seen["victim_after_cancel"] = _status_json(after)
     try:
         fal_client.result(APP, victim.request_id)
         seen["victim_result_error"] = None

@@ -1,4 +1,6 @@
-"""Helpers for tests that run ``fluxnb serve`` as a real process, with or without TLS."""
+"""Helpers for tests: :func:`eventually` / :func:`aeventually` (wait for a condition instead of a
+hand-written deadline loop or a sleep), and ``fluxnb serve`` as a real process, with or without
+TLS."""
 
 from __future__ import annotations
 
@@ -10,12 +12,62 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
-__all__ = ["ServeProcess", "free_port", "self_signed_cert", "terminate", "tls_context"]
+__all__ = ["ServeProcess", "aeventually", "eventually", "free_port", "self_signed_cert", "terminate",
+           "tls_context"]
+
+T = TypeVar("T")
+
+Message = str | Callable[[], str]
+
+
+def _timed_out(message: Message, timeout: float) -> AssertionError:
+    text = message() if callable(message) else message
+    return AssertionError(f"not true after {timeout} s" + (f": {text}" if text else ""))
+
+
+def eventually(predicate: Callable[[], T], timeout: float = 10.0, message: Message = "", *,
+               interval: float = 0.02) -> T:
+    """Call ``predicate`` every ``interval`` seconds until it returns something truthy, and
+    return that; after ``timeout`` seconds an AssertionError with ``message`` (a string, or a
+    callable for a message that shows the state at that moment). An exception the predicate
+    raises propagates at once.
+
+    >>> eventually(lambda: 42)
+    42
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise _timed_out(message, timeout)
+        time.sleep(interval)
+
+
+async def aeventually(predicate: Callable[[], T | Awaitable[T]], timeout: float = 10.0,
+                      message: Message = "", *, interval: float = 0.02) -> T:
+    """:func:`eventually` for async tests: the event loop keeps running while it waits, and
+    ``predicate`` may be a coroutine function."""
+    import asyncio
+    import inspect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise _timed_out(message, timeout)
+        await asyncio.sleep(interval)
 
 
 def tls_context(cafile: Path | str) -> ssl.SSLContext:
@@ -89,18 +141,22 @@ class ServeProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 30.0) -> ServeProcess:
-        deadline = time.monotonic() + timeout
         verify = tls_context(self.cert) if self.cert else True
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"fluxnb serve exited with {self.proc.returncode}: {self.output()}")
             try:
-                if httpx.get(f"{self.base_url}/_fluxnb/info", verify=verify, timeout=1).status_code == 200:
-                    return self
+                return httpx.get(f"{self.base_url}/_fluxnb/info", verify=verify,
+                                 timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"fluxnb serve not ready after {timeout} s: {self.output()}")
+                return False
+
+        try:
+            eventually(ready, timeout, interval=0.1)
+        except AssertionError:
+            raise TimeoutError(f"fluxnb serve not ready after {timeout} s: {self.output()}") from None
+        return self
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

@@ -22,7 +22,8 @@ import nbformat
 import pytest
 
 from fluxnb.server import BackgroundServer, ServerConfig
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, JupyterLab, require_browser
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, KERNEL_EVAL, JupyterLab, require_browser
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "02_panel.ipynb"
@@ -50,26 +51,21 @@ READOUTS = """(panel) => Array.from(panel.querySelectorAll('.fluxnb-sliders .wid
           col_right: col.right, on_top: !!hit && (hit === r || r.contains(hit))};
 })"""
 SHOW_FILE_BROWSER = "() => window.jupyterapp.shell.activateById('filebrowser')"
-# Evaluate an expression in the notebook's kernel (its repr). ipywidgets throttles a model's
-# updates (one in flight, the rest held until the kernel is idle), so a value the browser shows
-# may not have reached the kernel yet; asking the kernel is the way to know.
-KERNEL_EVAL = """async (code) => {
-  const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-  let out = null;
-  const f = k.requestExecute({code, silent: false, store_history: false});
-  f.onIOPub = (msg) => {
-    if (msg.header.msg_type === 'execute_result') out = msg.content.data['text/plain'];
-  };
-  await f.done;
-  return out;
-}"""
 
 
 def wait_for_kernel_value(page: Any, code: str, expected: str, timeout: float = 15.0) -> None:
-    """Ask the kernel until ``code`` evaluates to ``expected`` (each ask flushes held updates)."""
-    deadline = time.monotonic() + timeout
-    while (value := page.evaluate(KERNEL_EVAL, code)) != expected:
-        assert time.monotonic() < deadline, f"{code} is {value!r} in the kernel, not {expected!r}"
+    """Ask the kernel until ``code`` evaluates to ``expected`` (each ask flushes held updates).
+
+    ipywidgets throttles a model's updates (one in flight, the rest held until the kernel is
+    idle), so a value the browser shows may not have reached the kernel yet: ask the kernel."""
+    seen: list[str] = []
+
+    def matches() -> bool:
+        seen.append(page.evaluate(KERNEL_EVAL, code))
+        return seen[-1] == expected
+
+    eventually(matches, timeout, lambda: f"{code} is {seen[-1]!r} in the kernel, not {expected!r}",
+               interval=0)
 
 
 def check_layout(page: Any, panel: Any, width: int) -> None:
@@ -213,9 +209,8 @@ def test_panel_in_jupyterlab_runs_and_cancels(servers: tuple[BackgroundServer, B
                 slow_panel.locator("button", has_text="Cancel").click()
                 expect(slow_status).to_contain_text("cancelled (server: CANCELLATION_REQUESTED)",
                                                     timeout=10_000)
-                deadline = time.monotonic() + 5      # the worker stops at its next step
-                while slow.service.stats["jobs"]["cancelled"] < 1 and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                eventually(lambda: slow.service.stats["jobs"]["cancelled"] >= 1, 5,  # at its next step
+                           interval=0.05)
                 stats = slow.service.stats
                 assert stats["requests"]["cancel"] == 1 and stats["jobs"]["cancelled"] == 1
                 assert stats["jobs"]["completed"] == 0 and stats["running"] == 0

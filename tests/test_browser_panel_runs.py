@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from fluxnb.server import BackgroundServer, ServerConfig
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, JupyterLab, require_browser
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, KERNEL_EVAL, JupyterLab, require_browser
 
 pytestmark = pytest.mark.slow
 
@@ -81,17 +81,6 @@ RUN_DONE = """([panel, before]) => {
     .find((e) => e.textContent.includes('status:'));
   const text = s ? s.textContent : '';
   return text.includes('done in') && !(before && text.includes(before));
-}"""
-KERNEL_EVAL = """async (code) => {
-  const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-  let out = null;
-  const f = k.requestExecute({code, silent: false, store_history: false});
-  f.onIOPub = (msg) => {
-    if (msg.header.msg_type === 'execute_result') out = msg.content.data['text/plain'];
-    if (msg.header.msg_type === 'error') out = msg.content.ename + ': ' + msg.content.evalue;
-  };
-  await f.done;
-  return out;
 }"""
 ERROR_WORDS = re.compile(r"Error|Traceback|bound to a different event loop|Exception|failed")
 

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from fluxnb.cli import build_parser, main
 from fluxnb.demo import demo_inputs
 
 from .conftest import make_test_image, make_test_mask
-from .support import free_port
+from .support import eventually, free_port
 
 
 def _open(path: Path) -> Image.Image:
@@ -235,11 +234,7 @@ class _Stderr:
 
 
 def _wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout} s")
-        time.sleep(0.02)
+    eventually(condition, timeout, what)
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from fluxnb.errors import (
 from fluxnb.protocol import Completed, InProgress, Queued, progress_from_logs
 
 from .conftest import make_test_image, make_test_mask
+from .support import aeventually
 from .twins import call, close, collect
 
 pytestmark = pytest.mark.anyio
@@ -251,9 +252,10 @@ async def test_failed_input_fetch(flavor, live_server, file_server, mask):
 
 
 async def test_server_422_on_submit(flavor, live_server, monkeypatch):
-    import fluxnb.client
+    import fluxnb.client._inputs
 
-    monkeypatch.setattr(fluxnb.client, "validate_input", lambda body: dict(body))  # skip the client check
+    # skip the client check
+    monkeypatch.setattr(fluxnb.client._inputs, "validate_input", lambda body: dict(body))
     client = make(flavor, live_server.base_url)
     with pytest.raises(ValidationError) as info:
         await call(client.submit, prompt="p", image_url="https://x/i.png", mask_url="https://x/m.png",
@@ -276,11 +278,7 @@ async def _until(client: Any, job: Any, kind: type) -> None:
     async def check() -> bool:
         return isinstance(await call(client.status, job), kind)
 
-    for _ in range(200):
-        if await check():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"job never reached {kind.__name__}")
+    await aeventually(check, 10, f"job never reached {kind.__name__}", interval=0.01)
 
 
 async def test_cancel_queued_and_running(flavor, null_server, image, mask):

@@ -619,7 +619,7 @@ async def test_stream_sending_only_new_logs(flavor):
                                 envelope("IN_PROGRESS", logs=[log("b")]),
                                 envelope("COMPLETED", logs=[], metrics={})))
     client = make(flavor, fake)
-    result = await call(client.wait, client.job(RID))
+    result = await call(client.wait, client.job(RID), logs=True)
     await close(client)
     assert [e.message for e in result.logs] == ["a", "b"]
 
@@ -833,11 +833,11 @@ async def test_silent_stream_hits_the_deadline(flavor):
 
 def test_stream_read_timeout_is_bounded_by_the_deadline():
     client = QueueClient(BASE)
-    request = client._stream_request(client.job(RID), True, time.monotonic() + 2.0)
+    _, request = client._stream_request(client.job(RID), True, time.monotonic() + 2.0)
     assert 1.5 < request["timeout"].read <= 2.1
-    assert client._stream_request(client.job(RID), True, None)["timeout"].read == 40.0
+    assert client._stream_request(client.job(RID), True, None)[1]["timeout"].read == 40.0
     # with a far deadline a read waits one slice at most; a silent stream is then reopened
-    assert client._stream_request(client.job(RID), True, time.monotonic() + 500)["timeout"].read == 2.0
+    assert client._stream_request(client.job(RID), True, time.monotonic() + 500)[1]["timeout"].read == 2.0
     client.close()
 
 
@@ -884,16 +884,16 @@ async def _anyio_sleep(delay: float) -> None:
 async def test_async_submit_encodes_images_off_the_event_loop(image, monkeypatch):
     import threading
 
-    import fluxnb.client
+    import fluxnb.client._inputs
 
     threads: list[threading.Thread] = []
-    real = fluxnb.client.encode_image
+    real = fluxnb.client._inputs.encode_image
 
     def spy(obj: Any, *, mask: bool = False) -> Any:
         threads.append(threading.current_thread())
         return real(obj, mask=mask)
 
-    monkeypatch.setattr(fluxnb.client, "encode_image", spy)
+    monkeypatch.setattr(fluxnb.client._inputs, "encode_image", spy)
     fake = Fake()
     client = make("async", fake)
     await client.submit(prompt="p", image_url=image, mask_url=image)

@@ -43,8 +43,9 @@ from fluxnb.server.engines.flux_support import (
     resolve_device,
     resolve_dtype,
 )
+from fluxnb.server.engines.testing import RecordingContext
 from tests.conftest import make_test_image, make_test_mask
-from tests.support import ServeProcess, self_signed_cert, tls_context
+from tests.support import ServeProcess, eventually, self_signed_cert, tls_context
 
 _HAVE_EXTRA = all(importlib.util.find_spec(m) is not None
                   for m in ("torch", "diffusers", "transformers", "peft"))
@@ -119,13 +120,15 @@ def submit(tiny: Tiny, **fields: Any) -> dict[str, Any]:
 
 
 def wait(job: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        data = httpx.get(job["status_url"], params={"logs": "1"}).json()
-        if data["status"] == "COMPLETED":
-            return data
-        assert time.monotonic() < deadline, f"job never completed: {data}"
-        time.sleep(0.01)
+    seen: dict[str, Any] = {}
+
+    def completed() -> dict[str, Any] | None:
+        seen.update(httpx.get(job["status_url"], params={"logs": "1"}).json())
+        return dict(seen) if seen["status"] == "COMPLETED" else None
+
+    data: dict[str, Any] = eventually(completed, timeout, lambda: f"job never completed: {seen}",
+                                      interval=0.01)
+    return data
 
 
 def run(tiny: Tiny, **fields: Any) -> tuple[dict[str, Any], list[str]]:
@@ -151,26 +154,6 @@ def pixels(result: dict[str, Any], i: int = 0) -> np.ndarray:
 
 def image_of(tiny: Tiny, **fields: Any) -> np.ndarray:
     return pixels(run(tiny, **fields)[0])
-
-
-class Ctx:
-    """A JobContext for calling the engine directly."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def log(self, message: str, level: str = "INFO") -> None:
-        self.lines.append(message)
-
-    def step(self, done: int, total: int, *, image_index: int = 0, num_images: int = 1) -> None:
-        self.log(f"step {done}/{total}")
-
-    @property
-    def cancelled(self) -> bool:
-        return False
-
-    def check_cancelled(self) -> None:
-        pass
 
 
 # -- pure helpers (no torch needed, but kept with the engine's tests) --------------------------
@@ -328,7 +311,7 @@ def test_requests_without_loras_run_on_the_base_weights(tiny: Tiny) -> None:
     params = {"prompt": "a red fox", "num_inference_steps": STEPS, "guidance_scale": 3.5,
               "strength": 0.85, "num_images": 1, "enable_safety_checker": True, "loras": []}
     out = fresh.run(EngineRequest(image=make_test_image(SIZE, SIZE), mask=make_test_mask(SIZE, SIZE),
-                                  params=params, seed=1), Ctx())
+                                  params=params, seed=1), RecordingContext())
     assert np.array_equal(pixels(after), np.asarray(out.images[0].convert("RGB")).astype(np.int16))
 
 
@@ -454,14 +437,12 @@ def test_cancel_mid_run_stops_between_steps_and_the_next_job_is_fine(tiny: Tiny)
     pipe = tiny.engine.pipe
     with SlowSteps(tiny.engine, 0.05):
         job = submit(tiny, seed=3, num_inference_steps=40, strength=1.0)
-        deadline = time.monotonic() + 30
-        while True:
+        def at_step_2() -> bool:
             logs = [x["message"] for x in httpx.get(job["status_url"], params={"logs": "1"})
                     .json().get("logs") or []]
-            if any(line.startswith("step 2/40") for line in logs):
-                break
-            assert time.monotonic() < deadline, logs
-            time.sleep(0.01)
+            return any(line.startswith("step 2/40") for line in logs)
+
+        eventually(at_step_2, 30, "the job never reached step 2/40", interval=0.01)
         assert httpx.put(job["cancel_url"]).status_code == 202
         status = wait(job)
     logs = [x["message"] for x in status["logs"]]
@@ -478,17 +459,18 @@ def test_one_job_on_the_device_at_a_time_others_queue(tiny: Tiny) -> None:
         first = submit(tiny, num_inference_steps=10, strength=1.0)
         second = submit(tiny, num_inference_steps=10, strength=1.0, seed=2)
         most_running, saw_one_queued, second_states = 0, False, set()
-        deadline = time.monotonic() + 30
-        while True:
+
+        def second_completed() -> bool:
+            nonlocal most_running, saw_one_queued
             stats = httpx.get(stats_url).json()   # one consistent snapshot of the queue
             most_running = max(most_running, stats["running"])
             saw_one_queued |= stats["running"] == 1 and stats["queued"] == 1
             state = httpx.get(second["status_url"]).json()["status"]
             second_states.add(state)
-            if state == "COMPLETED":
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+            return bool(state == "COMPLETED")
+
+        eventually(second_completed, 30, lambda: f"the second job went {second_states}",
+                   interval=0.005)
         wait(first)
     # the server has two workers, yet the second job waits IN_QUEUE while the first runs
     assert most_running == 1 and saw_one_queued and "IN_QUEUE" in second_states
@@ -496,14 +478,9 @@ def test_one_job_on_the_device_at_a_time_others_queue(tiny: Tiny) -> None:
 
 
 def test_direct_engine_cancel_raises_engine_cancelled(tiny: Tiny) -> None:
-    class CancelAfterOne(Ctx):
-        def step(self, done: int, total: int, *, image_index: int = 0, num_images: int = 1) -> None:
-            super().step(done, total)
-            raise EngineCancelled("job")
-
     params = {"prompt": "x", "num_inference_steps": 4, "guidance_scale": 3.5, "strength": 1.0,
               "num_images": 1, "enable_safety_checker": False, "loras": []}
-    ctx = CancelAfterOne()
+    ctx = RecordingContext(cancel_after=1)
     with pytest.raises(EngineCancelled):
         tiny.engine.run(EngineRequest(image=make_test_image(SIZE, SIZE),
                                       mask=make_test_mask(SIZE, SIZE), params=params, seed=0), ctx)

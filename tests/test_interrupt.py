@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from fluxnb import AsyncQueueClient, QueueClient
 from fluxnb.protocol import InProgress
 
 from .conftest import make_test_image, make_test_mask
+from .support import eventually
 
 
 def _inputs() -> dict[str, Any]:
@@ -25,11 +25,7 @@ def _inputs() -> dict[str, Any]:
 
 
 def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout} s")
-        time.sleep(0.02)
+    eventually(condition, timeout, what)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from fluxnb.server import BackgroundServer, ServerConfig
 from fluxnb.widgets import InpaintPanel, MaskPainter
 from fluxnb.widgets.panel_model import build_params, slider_spec, snap
 from tests.conftest import make_test_image, make_test_mask
+from tests.support import aeventually, eventually
 
 PROMPT = "a small gold anchor pin"
 
@@ -59,14 +60,6 @@ def with_client(base_url: str, scenario: Callable[[AsyncQueueClient], Awaitable[
             return await scenario(client)
 
     return asyncio.run(main())
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def submits(server: BackgroundServer) -> int:
@@ -210,7 +203,7 @@ def test_cancel_stops_the_job_on_the_server(slow_server: BackgroundServer) -> No
         tick_task = asyncio.create_task(ticker())
         t0 = time.monotonic()
         panel.run_button.click()
-        await wait_for(lambda: panel.progress.value >= 1 and "running" in panel.status.value)
+        await aeventually(lambda: panel.progress.value >= 1 and "running" in panel.status.value)
         assert ticks > 5
         panel.cancel_button.click()
         with pytest.raises(asyncio.CancelledError):
@@ -224,9 +217,7 @@ def test_cancel_stops_the_job_on_the_server(slow_server: BackgroundServer) -> No
     assert elapsed < 2.9                                     # before the 3 s job would have ended
     assert panel.cancel_outcome == "CANCELLATION_REQUESTED"
     job = slow_server.service.get(panel.job.request_id)
-    deadline = time.monotonic() + 5
-    while job.state != "COMPLETED" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(lambda: job.state == "COMPLETED", 5, lambda: f"the job is {job.state}")
     assert job.state == "COMPLETED" and job.error_type == "request_cancelled" and job.result is None
     stats = slow_server.service.stats
     assert stats["requests"]["cancel"] >= 1 and stats["jobs"].get("cancelled", 0) > cancelled_before
@@ -246,11 +237,11 @@ def test_queue_position_is_shown(slow_server: BackgroundServer) -> None:
     async def scenario(client: AsyncQueueClient) -> list[str]:
         first, second = panel_for(client), panel_for(client)
         first.run_button.click()
-        await wait_for(lambda: first.job is not None)
+        await aeventually(lambda: first.job is not None)
         seen: list[str] = []
         second.status.observe(lambda c: seen.append(c["new"]), names="value")
         second.run_button.click()
-        await wait_for(lambda: second.queue_position is not None)
+        await aeventually(lambda: second.queue_position is not None)
         for p in (second, first):
             p.cancel_button.click()
         for p in (first, second):
@@ -332,7 +323,7 @@ def test_job_failure_is_shown(slow_server: BackgroundServer) -> None:
     async def scenario(client: AsyncQueueClient) -> InpaintPanel:
         panel = panel_for(client)
         panel.run_button.click()
-        await wait_for(lambda: panel.job is not None and "running" in panel.status.value)
+        await aeventually(lambda: panel.job is not None and "running" in panel.status.value)
         slow_server.service.cancel(panel.job.request_id)     # someone else stops it on the server
         with pytest.raises(fluxnb.JobFailedError):
             await panel.task
@@ -528,7 +519,7 @@ def test_an_error_marks_the_previous_result_stale(server_factory: Callable[..., 
         await panel.arun()
         assert not panel.result_stale and panel.result_box.children[0] is panel.result_image
         panel.run_button.click()                       # this run fails on the server
-        await wait_for(lambda: panel.job is not None and "running" in panel.status.value)
+        await aeventually(lambda: panel.job is not None and "running" in panel.status.value)
         server.service.cancel(panel.job.request_id)
         with pytest.raises(fluxnb.JobFailedError):
             await panel.task

@@ -16,47 +16,22 @@ from fluxnb.schema import validate_input
 from fluxnb.server import BackgroundServer
 from fluxnb.server.engines import EngineCancelled, EngineRequest, create_engine
 from fluxnb.server.engines.preview import NOTICE, feather_kernel, telea_fill, telea_radius
+from fluxnb.server.engines.testing import RecordingContext
 from tests.conftest import make_test_image, make_test_mask
 from tests.test_server_contract import result, submit, wait_for
-
-
-class Ctx:
-    """A JobContext that records log lines and can cancel after ``cancel_after`` steps."""
-
-    def __init__(self, cancel_after: int | None = None):
-        self.lines: list[str] = []
-        self.steps = 0
-        self.cancel_after = cancel_after
-
-    def log(self, message: str, level: str = "INFO") -> None:
-        self.lines.append(message)
-
-    def step(self, done: int, total: int, *, image_index: int = 0, num_images: int = 1) -> None:
-        self.steps += 1
-        prefix = f"image {image_index + 1}/{num_images}: " if num_images > 1 else ""
-        self.log(f"{prefix}step {done}/{total}")
-        self.check_cancelled()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel_after is not None and self.steps >= self.cancel_after
-
-    def check_cancelled(self) -> None:
-        if self.cancelled:
-            raise EngineCancelled()
-
 
 ENGINE = create_engine("preview")
 ENGINE.load()
 
 
 def run(image: Image.Image | None = None, mask: Image.Image | None = None, seed: int = 1,
-        ctx: Ctx | None = None, **params: Any) -> list[np.ndarray]:
+        ctx: RecordingContext | None = None, **params: Any) -> list[np.ndarray]:
     image = image if image is not None else make_test_image(128, 96)
     mask = mask if mask is not None else make_test_mask(128, 96)
     checked = validate_input({"prompt": "p", "image_url": "data:,", "mask_url": "data:,", **params},
                              fill_defaults=True)
-    out = ENGINE.run(EngineRequest(image=image, mask=mask, params=checked, seed=seed), ctx or Ctx())
+    request = EngineRequest(image=image, mask=mask, params=checked, seed=seed)
+    out = ENGINE.run(request, ctx or RecordingContext())
     return [np.asarray(img) for img in out.images]
 
 
@@ -119,18 +94,18 @@ def test_num_images_are_seed_variants() -> None:
 
 
 def test_step_logs_count_and_format() -> None:
-    ctx = Ctx()
+    ctx = RecordingContext()
     run(ctx=ctx, num_inference_steps=28, strength=0.85)
     steps = [line for line in ctx.lines if "step" in line and "/" in line]
     assert steps[-1] == f"step {math.ceil(28 * 0.85)}/{math.ceil(28 * 0.85)}"
-    ctx = Ctx()
+    ctx = RecordingContext()
     run(ctx=ctx, num_inference_steps=10, strength=1.0, num_images=2)
     assert "image 2/2: step 10/10" in ctx.lines
     assert any("no safety checker" in line for line in ctx.lines)
 
 
 def test_cancel_stops_at_a_step() -> None:
-    ctx = Ctx(cancel_after=3)
+    ctx = RecordingContext(cancel_after=3)
     with pytest.raises(EngineCancelled):
         run(ctx=ctx, num_images=4)
     assert ctx.steps == 3

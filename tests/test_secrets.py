@@ -119,10 +119,10 @@ async def test_errors_are_clean(flavor, keyed_server, server_factory, image, mas
     assert failed.value.status_code == 422
     assert_clean(failed.value)
     # 422 on submit (the server's own validation)
-    import fluxnb.client
+    import fluxnb.client._inputs
 
     with monkeypatch.context() as patch:
-        patch.setattr(fluxnb.client, "validate_input", lambda body: dict(body))
+        patch.setattr(fluxnb.client._inputs, "validate_input", lambda body: dict(body))
         with pytest.raises(ValidationError) as invalid:
             await call(client.submit, prompt="p", image_url=image, mask_url=mask, strength=9)
     assert_clean(invalid.value)

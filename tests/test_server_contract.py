@@ -19,6 +19,7 @@ from PIL import Image
 from fluxnb.protocol import Completed, parse_status, progress_from_logs
 from fluxnb.server import BackgroundServer
 from tests.conftest import make_test_image, make_test_mask
+from tests.support import eventually
 
 SUBMIT = "/fal-ai/flux-lora/inpainting"
 URL_KEYS = ("request_id", "response_url", "status_url", "cancel_url")
@@ -53,14 +54,16 @@ def status(job: dict[str, Any], logs: str | None = None, **kw: Any) -> httpx.Res
 
 def wait_for(job: dict[str, Any], state: str = "COMPLETED", timeout: float = 15.0,
              **kw: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        data = status(job, **kw).json()
-        if data["status"] == state or (state == "IN_PROGRESS" and data["status"] == "COMPLETED"):
-            return data
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job never reached {state}: {data}")
-        time.sleep(0.01)
+    seen: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        seen.update(status(job, **kw).json())
+        done = seen["status"] == state or (state == "IN_PROGRESS" and seen["status"] == "COMPLETED")
+        return dict(seen) if done else None
+
+    data: dict[str, Any] = eventually(reached, timeout, lambda: f"job never reached {state}: {seen}",
+                                      interval=0.01)
+    return data
 
 
 def result(job: dict[str, Any], **kw: Any) -> httpx.Response:
@@ -617,10 +620,7 @@ def test_tls(server_factory: Callable[..., BackgroundServer], tmp_path: Any) -> 
         assert r.status_code == 200
         job = r.json()
         assert job["response_url"].startswith(server.base_url + "/fal-ai/flux-lora/requests/")
-        deadline = time.monotonic() + 10
-        while client.get(job["status_url"]).json()["status"] != "COMPLETED":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        eventually(lambda: client.get(job["status_url"]).json()["status"] == "COMPLETED", 10)
         out = client.get(job["response_url"]).json()
         assert out["images"][0]["url"].startswith("https://127.0.0.1:")
 

@@ -10,7 +10,6 @@ import base64
 import io
 import json
 import math
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 
 from fluxnb.server import BackgroundServer, ServerConfig
 from tests.conftest import make_test_image, make_test_mask
+from tests.support import eventually
 from tests.test_server_contract import SUBMIT, body, data_uri
 
 FIELDS = ["prompt", "image_url", "mask_url", "num_inference_steps", "guidance_scale", "strength",
@@ -159,10 +159,11 @@ def test_odd_paths_never_5xx(fuzz_server: BackgroundServer, client: httpx.Client
 
 def test_job_alongside_completes(fuzz_server: BackgroundServer, client: httpx.Client,
                                  alongside: dict[str, Any]) -> None:
-    deadline = time.monotonic() + 20
-    while (done := client.get(alongside["status_url"]).json())["status"] != "COMPLETED":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    def completed() -> dict[str, Any] | None:
+        data: dict[str, Any] = client.get(alongside["status_url"]).json()
+        return data if data["status"] == "COMPLETED" else None
+
+    done = eventually(completed, 20)
     assert done.get("error") is None, done
     out = client.get(alongside["response_url"]).json()
     assert len(out["images"]) == 4 and not math.isnan(out["timings"]["inference"])

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from fluxnb.server import BackgroundServer
 from fluxnb.sweeps import Sweep
+from tests.support import eventually
 from tests.sweep_support import run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,11 +45,11 @@ def _rows_written(folder: Path) -> int:
 
 
 def _wait_rows(proc: subprocess.Popen[str], folder: Path, n: int, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while _rows_written(folder) < n:
+    def written() -> bool:
         assert proc.poll() is None, f"the sweep ended early: {proc.communicate()[0]}"
-        assert time.monotonic() < deadline, "the sweep made no progress"
-        time.sleep(0.02)
+        return _rows_written(folder) >= n
+
+    eventually(written, limit, "the sweep made no progress")
 
 
 def _server_jobs_by_cell(server: BackgroundServer) -> collections.Counter[tuple[int, float, int]]:
@@ -119,7 +119,7 @@ def test_sigint_cancels_in_flight_jobs_and_keeps_rows(server_factory: Factory, t
     assert len(ok) >= 2 and len(cancelled) >= 1 and len(ok) + len(cancelled) < CELLS
     stats = server.service.stats
     assert stats["requests"]["cancel"] == len(cancelled)
-    time.sleep(0.5)
+    eventually(lambda: server.service.stats["queued"] == 0 and server.service.stats["running"] == 0,
+               10, lambda: f"still queued or running: {server.service.stats}")
     stats = server.service.stats
-    assert stats["queued"] == 0 and stats["running"] == 0
     assert stats["jobs"]["cancelled"] >= 1

@@ -12,6 +12,6 @@ from __future__ import annotations
 
 from .app import create_app
 from .config import ServerConfig
-from .runner import BackgroundServer, serve
+from .host import BackgroundServer, serve
 
 __all__ = ["BackgroundServer", "ServerConfig", "create_app", "serve"]

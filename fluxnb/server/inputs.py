@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..datauri import decode_data_uri, sniff_mime
 from ..errors import MaskMismatchError
-from ..masks import aspect_mismatch, empty_mask_reason, fit_mask
+from ..maskcheck import aspect_mismatch, empty_mask_reason, fit_mask
 from ..schema import resolve_image_size
 
 __all__ = [
@@ -172,8 +172,8 @@ def fetch_image(url: str, field: str, limits: ImageLimits, *, timeout: float,
 def check_mask(mask: Image.Image, image: Image.Image | None = None) -> None:
     """An :class:`InputError` naming ``mask_url`` when the mask repaints nothing (``mask_empty``)
     or has another aspect ratio than ``image`` (``mask_mismatch``); the rules are fluxnb's
-    (:func:`fluxnb.masks.empty_mask_reason`, :func:`fluxnb.masks.aspect_mismatch`), so the client
-    and the server refuse the same masks.
+    (:func:`fluxnb.maskcheck.empty_mask_reason`, :func:`fluxnb.maskcheck.aspect_mismatch`), so
+    the client and the server refuse the same masks.
 
     >>> check_mask(Image.new("L", (8, 8), 255), Image.new("RGB", (16, 8)))
     Traceback (most recent call last):

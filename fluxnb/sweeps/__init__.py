@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from .axes import parse_values
 from .cache import ResultCache
-from .core import Sweep
 from .metrics import inpaint_metrics
+from .options import SweepOptions
 from .plan import Preflight, SweepTooLargeError, build_plan
+from .result import Sweep
 from .runner import asweep, sweep
 from .sheets import Sheet
 
@@ -24,6 +25,7 @@ __all__ = [
     "ResultCache",
     "Sheet",
     "Sweep",
+    "SweepOptions",
     "SweepTooLargeError",
     "asweep",
     "build_plan",

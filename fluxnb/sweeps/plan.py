@@ -14,19 +14,16 @@ sweep: 6 jobs (6 images, 6.29 MP); est. cost $0.22 at $0.035/MP; est. time ~8 s 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..datauri import decode_data_uri
-from ..errors import FluxnbError, MaskMismatchError, ValidationError
-from ..images import to_data_uri
-from ..masks import check_mask
+from ..errors import MaskMismatchError, SweepTooLargeError, ValidationError
 from ..schema import INPUT_FIELDS, PRICE_PER_MEGAPIXEL, resolve_image_size, validate_input
 from .axes import LORA_SCALE_AXIS, axis_values, canonical_name, grid, resolve_seeds, sample_cells
+from .inputs import IMAGE_FIELDS, ImageBook, ImageInput, canonical_json
 
 __all__ = [
     "Cell",
@@ -38,65 +35,10 @@ __all__ = [
     "canonical_json",
 ]
 
-_IMAGE_FIELDS = ("image_url", "mask_url")
 #: Rough seconds per job when the caller gives none: FLUX inpainting on fal is about
 #: 0.15 s per step per megapixel plus queue and transfer overhead. Only an estimate.
 _STEP_SECONDS_PER_MP = 0.15
 _JOB_OVERHEAD_S = 1.5
-#: Shown in the summary and kept in the log as the image/mask "value": a short content hash.
-_LABEL_HEX = 12
-
-
-class SweepTooLargeError(FluxnbError, ValueError):
-    """The sweep would send more jobs than ``max_jobs``; the message says how to go ahead."""
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted-key, compact JSON: the same inputs always give the same text (and hash)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """An image or mask as sent (``uri``: data URI or http(s) URL) and its identity.
-
-    ``digest`` is the sha256 of the bytes for inline images (the URL's hash for http(s) URLs,
-    whose content is not downloaded); ``label`` is the short form used in frames and titles.
-    """
-
-    uri: str
-    digest: str
-    label: str
-    size: tuple[int, int] | None
-    data: bytes | None = field(default=None, repr=False)
-
-
-def _image_input(obj: Any, *, mask: bool) -> ImageInput:
-    if isinstance(obj, str) and obj.startswith(("http://", "https://")):
-        digest = hashlib.sha256(obj.encode()).hexdigest()
-        short = obj if len(obj) <= 48 else obj[:45] + "..."
-        return ImageInput(obj, "url:" + digest, short, None)
-    uri = to_data_uri(obj, mask=mask)
-    _, data = decode_data_uri(uri)
-    digest = hashlib.sha256(data).hexdigest()
-    size = None
-    try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as img:
-            size = (int(img.width), int(img.height))
-    except Exception:  # noqa: BLE001 - the server will say what is wrong with it
-        size = None
-    return ImageInput(uri, "sha256:" + digest, "sha256:" + digest[:_LABEL_HEX], size, data)
-
-
-def _fitted_mask(mask: ImageInput, size: tuple[int, int] | None) -> ImageInput:
-    """``mask`` checked with :func:`fluxnb.masks.check_mask` (an empty mask or another aspect
-    ratio raises) and, when it is another size of the same aspect, resized to ``size``."""
-    if mask.data is None:
-        return mask  # an http(s) URL: not downloaded here; the server checks it
-    fitted = check_mask(mask.data, size)
-    return mask if fitted.size == mask.size else _image_input(fitted, mask=True)
 
 
 @dataclass
@@ -251,12 +193,86 @@ class Plan:
         }
 
 
-def _label(name: str, value: Any, images: dict[int, ImageInput]) -> Any:
-    if name in _IMAGE_FIELDS:
-        return images[id(value)].label
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return canonical_json(value)
+def _axis_values(base: Mapping[str, Any], axes: Mapping[str, Any], seeds: Any) -> dict[str, list[Any]]:
+    """Every axis by its canonical name, as a list of values; the combinations that cannot be."""
+    values = {canonical_name(k): axis_values(k, v) for k, v in axes.items()}
+    if len(values) != len(axes):
+        raise ValueError(f"two axes name the same field: {sorted(axes)}")
+    if "seed" in values and seeds is not None:
+        raise ValueError("seed is an axis, so seeds= (the seed policy) cannot also be given")
+    if LORA_SCALE_AXIS in base:
+        raise ValueError("lora_scale is an axis only; put the LoRAs in base_inputs['loras']")
+    if LORA_SCALE_AXIS in values and not base.get("loras"):
+        raise ValueError("the lora_scale axis needs base_inputs['loras'] (a list of {path, scale})")
+    return values
+
+
+def _default_random_state(base: Mapping[str, Any], seeds: Any, book: ImageBook) -> int:
+    """Derived from the sweep itself: the same sweep draws the same seeds and sample, so a rerun
+    resumes and hits the cache (pass random_state for a different draw). From the base inputs
+    only, so adding axis values keeps the seeds of existing cells."""
+    spec = {"base": {k: book.identity(k, v) for k, v in base.items()}, "seeds": seeds}
+    return int(hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:8], 16)
+
+
+def _cell_seeds(combos: list[dict[str, Any]], chosen: list[int], seeds: Any, random_state: int,
+                base: Mapping[str, Any], book: ImageBook, *, seed_axis: bool) -> list[int]:
+    """The seed of every chosen cell: from the seed axis, else by the seed policy ``seeds``."""
+    if seed_axis:
+        return [int(combos[i]["seed"]) for i in chosen]
+    keys = [canonical_json({k: book.identity(k, v) for k, v in combos[i].items()}) for i in chosen]
+    base_seed = base.get("seed")
+    return resolve_seeds(len(chosen), seeds, random_state=random_state, keys=keys,
+                         base_seed=int(base_seed) if base_seed is not None else None)
+
+
+def _make_cell(index: int, seed: int, combo: Mapping[str, Any], params: dict[str, Any],
+               base: Mapping[str, Any], book: ImageBook) -> Cell:
+    """The cell at grid ``index``: its body validated (ValidationError when it is not valid)."""
+    body = dict(base)
+    images: dict[str, ImageInput] = {}
+    for name, value in combo.items():
+        if name == LORA_SCALE_AXIS:
+            body["loras"] = [{**dict(lora), "scale": value} for lora in base["loras"]]
+        else:
+            body[name] = value
+    for name in IMAGE_FIELDS:
+        if body.get(name) is not None:
+            images[name] = book.encode(name, body[name])
+            body[name] = images[name].uri
+    body["seed"] = seed
+    if "mask_url" in images:
+        images["mask_url"] = book.fit(images["mask_url"], images.get("image_url"))
+        body["mask_url"] = images["mask_url"].uri
+    inputs = validate_input(body)
+    identity = {k: (images[k].digest if k in images else v) for k, v in inputs.items()}
+    key = hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+    return Cell(index=index, params=params, seed=seed, inputs=inputs, key=key, images=images)
+
+
+class _Problems:
+    """The errors of the invalid cells: the first ten in full, then a count."""
+
+    def __init__(self) -> None:
+        self.problems: list[dict[str, Any]] = []
+        self.bad_cells = 0
+
+    def add(self, index: int, params: Mapping[str, Any], exc: ValidationError) -> None:
+        self.bad_cells += 1
+        if self.bad_cells <= 10:
+            where = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "base inputs"
+            for err in exc.errors:
+                self.problems.append({**err, "msg": f"cell {index} ({where}): {err.get('msg')}",
+                                      "cell": index})
+
+    def raise_any(self) -> None:
+        if not self.problems:
+            return
+        if self.bad_cells > 10:
+            self.problems.append({"loc": ["body"], "type": "value_error",
+                                  "msg": f"... and {self.bad_cells - 10} more invalid cells"})
+        mismatch = all(p.get("type") == "mask_mismatch" for p in self.problems if "cell" in p)
+        raise (MaskMismatchError if mismatch else ValidationError)(self.problems)
 
 
 def build_plan(
@@ -276,104 +292,27 @@ def build_plan(
     if not isinstance(base_inputs, Mapping):
         raise TypeError(f"base_inputs must be a mapping of field -> value, not {type(base_inputs).__name__}")
     base = {canonical_name(k): v for k, v in base_inputs.items()}
-    values = {canonical_name(k): axis_values(k, v) for k, v in axes.items()}
-    if len(values) != len(axes):
-        raise ValueError(f"two axes name the same field: {sorted(axes)}")
-    if "seed" in values and seeds is not None:
-        raise ValueError("seed is an axis, so seeds= (the seed policy) cannot also be given")
-    if LORA_SCALE_AXIS in base:
-        raise ValueError("lora_scale is an axis only; put the LoRAs in base_inputs['loras']")
-    if LORA_SCALE_AXIS in values and not base.get("loras"):
-        raise ValueError("the lora_scale axis needs base_inputs['loras'] (a list of {path, scale})")
-    encoded: dict[int, ImageInput] = {}
-
-    def encode(name: str, obj: Any) -> ImageInput:
-        if id(obj) not in encoded:
-            encoded[id(obj)] = _image_input(obj, mask=name == "mask_url")
-        return encoded[id(obj)]
-
-    fitted: dict[tuple[str, tuple[int, int] | None], ImageInput | ValidationError] = {}
-
-    def fit(mask: ImageInput, image: ImageInput | None) -> ImageInput:
-        """The cell's mask, refused when it repaints nothing and fitted to the cell's image."""
-        key = (mask.digest, image.size if image is not None else None)
-        if key not in fitted:
-            try:
-                fitted[key] = _fitted_mask(mask, key[1])
-            except ValidationError as exc:
-                fitted[key] = exc
-        found = fitted[key]
-        if isinstance(found, ValidationError):
-            raise found
-        return found
-
-    for name in _IMAGE_FIELDS:
+    values = _axis_values(base, axes, seeds)
+    book = ImageBook()
+    for name in IMAGE_FIELDS:
         for obj in values.get(name, [base[name]] if base.get(name) is not None else []):
-            encode(name, obj)
-    label_axes = {name: [_label(name, v, encoded) for v in vals] for name, vals in values.items()}
-
+            book.encode(name, obj)
+    label_axes = {name: [book.label(name, v) for v in vals] for name, vals in values.items()}
     if random_state is None:
-        # derived from the sweep itself: the same sweep draws the same seeds and sample, so a
-        # rerun resumes and hits the cache; pass random_state for a different draw
-        # (from the base inputs only, so adding axis values keeps the seeds of existing cells)
-        spec = {"base": {k: (encoded[id(v)].digest if k in _IMAGE_FIELDS and id(v) in encoded else v)
-                         for k, v in base.items()}, "seeds": seeds}
-        random_state = int(hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:8], 16)
-
+        random_state = _default_random_state(base, seeds, book)
     combos = grid(values)
     chosen = sample_cells(len(combos), sample, random_state)
-    base_seed = base.get("seed")
-    if "seed" in values:
-        cell_seeds = [int(combos[i]["seed"]) for i in chosen]
-    else:
-        keys = [canonical_json({k: (encoded[id(v)].digest if k in _IMAGE_FIELDS else v)
-                                for k, v in combos[i].items()}) for i in chosen]
-        cell_seeds = resolve_seeds(len(chosen), seeds, random_state=random_state, keys=keys,
-                                   base_seed=int(base_seed) if base_seed is not None else None)
-
     cells: list[Cell] = []
-    problems: list[dict[str, Any]] = []
-    bad_cells = 0
+    problems = _Problems()
+    cell_seeds = _cell_seeds(combos, chosen, seeds, random_state, base, book, seed_axis="seed" in values)
     for index, seed in zip(chosen, cell_seeds, strict=True):
-        combo = combos[index]
-        body = {k: v for k, v in base.items()}
-        images: dict[str, ImageInput] = {}
-        for name, value in combo.items():
-            if name == LORA_SCALE_AXIS:
-                body["loras"] = [{**dict(lora), "scale": value} for lora in base["loras"]]
-            else:
-                body[name] = value
-        for name in _IMAGE_FIELDS:
-            if body.get(name) is not None:
-                images[name] = encode(name, body[name])
-                body[name] = images[name].uri
-        body["seed"] = seed
-        params = {name: _label(name, combo[name], encoded) for name in combo}
+        params = {name: book.label(name, value) for name, value in combos[index].items()}
         try:
-            if "mask_url" in images:
-                images["mask_url"] = fit(images["mask_url"], images.get("image_url"))
-                body["mask_url"] = images["mask_url"].uri
-            inputs = validate_input(body)
+            cells.append(_make_cell(index, seed, combos[index], params, base, book))
         except ValidationError as exc:
-            bad_cells += 1
-            if bad_cells <= 10:
-                where = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "base inputs"
-                for err in exc.errors:
-                    problems.append({**err, "msg": f"cell {index} ({where}): {err.get('msg')}",
-                                     "cell": index})
-            continue
-        identity = {k: (images[k].digest if k in images else v) for k, v in inputs.items()}
-        key = hashlib.sha256(canonical_json(identity).encode()).hexdigest()
-        cells.append(Cell(index=index, params=params, seed=seed, inputs=inputs, key=key,
-                          images=images))
-    if problems:
-        if bad_cells > 10:
-            problems.append({"loc": ["body"], "msg": f"... and {bad_cells - 10} more invalid cells",
-                             "type": "value_error"})
-        mismatch = all(p.get("type") == "mask_mismatch" for p in problems if "cell" in p)
-        raise (MaskMismatchError if mismatch else ValidationError)(problems)
-    base_desc = {k: (encoded[id(v)].label if k in _IMAGE_FIELDS and id(v) in encoded else v)
-                 for k, v in base.items()}
+            problems.add(index, params, exc)
+    problems.raise_any()
+    base_desc = {k: book.describe(k, v) for k, v in base.items()}
     return Plan(axes=label_axes, cells=cells, n_grid=len(combos), random_state=random_state,
                 seed_policy=seeds if seeds is not None else ("axis" if "seed" in values else "fixed"),
                 base=json.loads(canonical_json(base_desc)), price_per_megapixel=price_per_megapixel,

@@ -3,6 +3,10 @@
 Both return a :class:`Sheet`: it shows itself in a notebook (``_repr_png_``), and ``save(path)``
 writes a PNG whose text chunks hold the sweep's parameters (``fluxnb-sweep`` as JSON,
 ``parameters`` as one readable line), so a picture can be traced back to what made it.
+
+Both draw any :class:`SweepData` (a frame, a run folder, the plan and its axes):
+:class:`~fluxnb.sweeps.result.Sweep` is one, and its ``contact_sheet``/``plot`` call this module,
+never the other way round.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import math
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..schema import short_name
 
@@ -24,15 +29,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from .core import Sweep
+__all__ = ["Sheet", "SweepData", "contact_sheet", "crop_box", "metric_plot", "sweep_metadata"]
 
-__all__ = ["Sheet", "contact_sheet", "crop_box", "metric_plot", "sweep_metadata"]
+
+class SweepData(Protocol):
+    """What the pictures read of a sweep: its rows, run folder, plan and axes."""
+
+    @property
+    def frame(self) -> pd.DataFrame: ...  # pragma: no cover
+
+    @property
+    def folder(self) -> Path: ...  # pragma: no cover
+
+    @property
+    def plan(self) -> Mapping[str, Any]: ...  # pragma: no cover
+
+    @property
+    def axes(self) -> Mapping[str, Sequence[Any]]: ...  # pragma: no cover
+
+    def column(self, name: str) -> str: ...  # pragma: no cover  (axis name -> frame column)
 
 _FAIL = "#c62828"
 _BLANK = "#eeeeee"
 
 
-def sweep_metadata(sweep: Sweep, **extra: Any) -> dict[str, Any]:
+def sweep_metadata(sweep: SweepData, **extra: Any) -> dict[str, Any]:
     """What a saved picture records: axes, base inputs, seed policy, the seed of every cell."""
     plan = sweep.plan
     return {
@@ -103,7 +124,7 @@ def _label(name: str, value: Any) -> str:
     return text if len(text) <= 18 else f"{short_name(name)}=\n{_fmt(value)}"
 
 
-def _input_image(sweep: Sweep, label: Any, mask: bool) -> Image.Image | None:
+def _input_image(sweep: SweepData, label: Any, mask: bool) -> Image.Image | None:
     from PIL import Image
 
     if not isinstance(label, str) or not label.startswith("sha256:"):
@@ -128,7 +149,7 @@ def _pick(frame: pd.DataFrame, column: str, value: Any) -> pd.DataFrame:
     return frame[series == value]
 
 
-def _fixed(sweep: Sweep, used: Sequence[str], where: Mapping[str, Any] | None) -> dict[str, Any]:
+def _fixed(sweep: SweepData, used: Sequence[str], where: Mapping[str, Any] | None) -> dict[str, Any]:
     fixed = {sweep.column(k): v for k, v in (where or {}).items()}
     for name, values in sweep.axes.items():
         if name not in used and name not in fixed and values:
@@ -143,11 +164,6 @@ def _blank(ax: Axes, text: str, detail: str, fontsize: float, color: str) -> Non
     if detail:
         ax.text(0.5, 0.3, "\n".join(textwrap.wrap(detail, 24)[:3]), ha="center", va="center",
                 color="#444444", fontsize=fontsize * 0.7, transform=ax.transAxes)
-
-
-def _bare(ax: Axes) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def crop_box(mask: Image.Image, pad: float = 0.25) -> tuple[int, int, int, int] | None:
@@ -176,8 +192,120 @@ def _cropped(img: Image.Image, box: tuple[int, int, int, int] | None, size: tupl
     return img.crop((round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)))
 
 
+@dataclass
+class _Grid:
+    """Which axis runs across (``x``) and down (``y``), their values, and the rows to draw from
+    (the axes not on the grid held at ``fixed``)."""
+
+    x: str | None
+    y: str | None
+    xs: list[Any]
+    ys: list[Any]
+    fixed: dict[str, Any]
+    frame: pd.DataFrame
+
+    def cell(self, xv: Any, yv: Any) -> pd.DataFrame:
+        cell = self.frame
+        if self.x is not None:
+            cell = _pick(cell, self.x, xv)
+        if self.y is not None:
+            cell = _pick(cell, self.y, yv)
+        return cell
+
+
+def _grid(sweep: SweepData, x: str | None, y: str | None, where: Mapping[str, Any] | None) -> _Grid:
+    names = list(sweep.axes)
+    x = sweep.column(x) if x is not None else (names[0] if names else None)
+    y = sweep.column(y) if y is not None else (next((n for n in names if n != x), None))
+    xs = list(sweep.axes.get(x, [None])) if x is not None else [None]
+    ys = list(sweep.axes.get(y, [None])) if y is not None else [None]
+    fixed = _fixed(sweep, [n for n in (x, y) if n], where)
+    frame = sweep.frame
+    for name, value in fixed.items():
+        frame = _pick(frame, name, value)
+    return _Grid(x, y, xs, ys, fixed, frame)
+
+
+@dataclass
+class _Inputs:
+    """The before image and the mask (None when the inputs were URLs), and the crop box."""
+
+    before: Image.Image | None
+    mask: Image.Image | None
+    box: tuple[int, int, int, int] | None
+    size: tuple[int, int]
+
+    def cropped(self, img: Image.Image) -> Image.Image:
+        return _cropped(img, self.box, self.size)
+
+
+def _inputs(sweep: SweepData, crop: bool | float) -> _Inputs:
+    first = sweep.frame.iloc[0] if len(sweep.frame) else None
+    before = _input_image(sweep, first["image_url"], False) if first is not None else None
+    mask = _input_image(sweep, first["mask_url"], True) if first is not None else None
+    box = None
+    if crop and mask is not None:
+        box = crop_box(mask, 0.25 if crop is True else float(crop))
+    return _Inputs(before, mask, box, mask.size if mask is not None else (1, 1))
+
+
+def _draw_header(row_axes: Sequence[Axes], inputs: _Inputs, fontsize: float) -> None:
+    from ..pictures import mask_overlay
+
+    assert inputs.before is not None and inputs.mask is not None
+    row_axes[0].imshow(inputs.cropped(inputs.before))
+    row_axes[0].set_title("before", fontsize=fontsize)
+    row_axes[1].imshow(inputs.cropped(mask_overlay(inputs.before, inputs.mask)))
+    row_axes[1].set_title("mask", fontsize=fontsize)
+    for ax in row_axes[2:]:
+        ax.set_axis_off()
+
+
+def _draw_cell(ax: Axes, cell: pd.DataFrame, image_index: int, inputs: _Inputs,
+               fontsize: float) -> None:
+    """The cell's output; or blank with a red mark and its error; or "not run"."""
+    from PIL import Image
+
+    ok = cell[(cell["status"] == "ok") & (cell["image_index"] == image_index)]
+    if len(ok) and ok.iloc[-1]["file"] and Path(str(ok.iloc[-1]["file"])).is_file():
+        with Image.open(str(ok.iloc[-1]["file"])) as img:
+            ax.imshow(inputs.cropped(img.convert("RGB")))
+    elif len(cell):
+        status = str(cell.iloc[-1]["status"])
+        _blank(ax, "\u2717 " + ("failed" if status == "error" else status),
+               str(cell.iloc[-1]["error"] or ""), fontsize, _FAIL)
+    else:
+        _blank(ax, "not run", "", fontsize, "#777777")
+
+
+def _draw_grid(axes: Any, grid: _Grid, image_index: int, inputs: _Inputs,
+               fontsize: float) -> None:
+    for r, yv in enumerate(grid.ys):
+        for c, xv in enumerate(grid.xs):
+            ax = axes[r][c]
+            _draw_cell(ax, grid.cell(xv, yv), image_index, inputs, fontsize)
+            if r == 0 and grid.x is not None:
+                ax.set_title(_label(grid.x, xv), fontsize=fontsize)
+            if c == 0 and grid.y is not None:
+                ax.set_ylabel(_label(grid.y, yv), fontsize=fontsize)
+
+
+def _sheet_title(sweep: SweepData, grid: _Grid, zoomed: bool) -> str:
+    """``x × y  (held=value, seed=…)``, plus a line when zoomed to the mask."""
+    seeds = sorted({int(s) for s in sweep.frame["seed"].dropna()}) if len(sweep.frame) else []
+    title = " \u00d7 ".join(n for n in (grid.x, grid.y) if n) or "sweep"
+    extras = [f"{k}={_fmt(v)}" for k, v in grid.fixed.items()]
+    if seeds:
+        extras.append(f"seed={seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds")
+    if extras:
+        title += "  (" + ", ".join(extras) + ")"
+    if zoomed:
+        title += "\nzoomed to the mask"
+    return title
+
+
 def contact_sheet(
-    sweep: Sweep,
+    sweep: SweepData,
     x: str | None = None,
     y: str | None = None,
     *,
@@ -196,86 +324,33 @@ def contact_sheet(
     picture in inches and ``fontsize`` the label size. ``crop=True`` (or a padding fraction,
     e.g. ``0.5``) zooms every picture to the masked area, where the differences are.
     """
-    from PIL import Image
-
-    from ..figures import mask_overlay
-
-    names = list(sweep.axes)
-    x = sweep.column(x) if x is not None else (names[0] if names else None)
-    y = sweep.column(y) if y is not None else (next((n for n in names if n != x), None))
-    xs = list(sweep.axes.get(x, [None])) if x is not None else [None]
-    ys = list(sweep.axes.get(y, [None])) if y is not None else [None]
-    fixed = _fixed(sweep, [n for n in (x, y) if n], where)
-    frame = sweep.frame
-    for name, value in fixed.items():
-        frame = _pick(frame, name, value)
-
-    first = sweep.frame.iloc[0] if len(sweep.frame) else None
-    before = _input_image(sweep, first["image_url"], False) if first is not None else None
-    mask = _input_image(sweep, first["mask_url"], True) if first is not None else None
-    box = None
-    if crop and mask is not None:
-        box = crop_box(mask, 0.25 if crop is True else float(crop))
-    size = mask.size if mask is not None else (1, 1)
-    header = show_inputs and before is not None and mask is not None
-    ncols = max(len(xs), 2 if header else 1)
-    nrows = len(ys) + (1 if header else 0)
-    fig = _new_figure(tile * ncols + (0.6 if y else 0.2), tile * nrows + 0.9)
+    grid = _grid(sweep, x, y, where)
+    inputs = _inputs(sweep, crop)
+    header = show_inputs and inputs.before is not None and inputs.mask is not None
+    ncols = max(len(grid.xs), 2 if header else 1)
+    nrows = len(grid.ys) + (1 if header else 0)
+    fig = _new_figure(tile * ncols + (0.6 if grid.y else 0.2), tile * nrows + 0.9)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    for row_axes in axes:
-        for ax in row_axes:
-            _bare(ax)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     if header:
-        assert before is not None and mask is not None
-        axes[0][0].imshow(_cropped(before, box, size))
-        axes[0][0].set_title("before", fontsize=fontsize)
-        axes[0][1].imshow(_cropped(mask_overlay(before, mask), box, size))
-        axes[0][1].set_title("mask", fontsize=fontsize)
-        for ax in axes[0][2:]:
-            ax.set_axis_off()
-    for r, yv in enumerate(ys):
-        for c, xv in enumerate(xs):
-            ax = axes[r + (1 if header else 0)][c]
-            cell = frame
-            if x is not None:
-                cell = _pick(cell, x, xv)
-            if y is not None:
-                cell = _pick(cell, y, yv)
-            ok = cell[(cell["status"] == "ok") & (cell["image_index"] == image_index)]
-            if len(ok) and ok.iloc[-1]["file"] and Path(str(ok.iloc[-1]["file"])).is_file():
-                with Image.open(str(ok.iloc[-1]["file"])) as img:
-                    ax.imshow(_cropped(img.convert("RGB"), box, size))
-            elif len(cell):
-                status = str(cell.iloc[-1]["status"])
-                _blank(ax, "\u2717 " + ("failed" if status == "error" else status),
-                       str(cell.iloc[-1]["error"] or ""), fontsize, _FAIL)
-            else:
-                _blank(ax, "not run", "", fontsize, "#777777")
-            if r == 0 and x is not None:
-                ax.set_title(_label(x, xv), fontsize=fontsize)
-            if c == 0 and y is not None:
-                ax.set_ylabel(_label(y, yv), fontsize=fontsize)
-    if x is not None:
-        fig.supxlabel(f"{x} (columns)", fontsize=fontsize)
-    if y is not None:
-        fig.supylabel(f"{y} (rows)", fontsize=fontsize)
-    seeds = sorted({int(s) for s in sweep.frame["seed"].dropna()}) if len(sweep.frame) else []
+        _draw_header(axes[0], inputs, fontsize)
+    _draw_grid(axes[1:] if header else axes, grid, image_index, inputs, fontsize)
+    if grid.x is not None:
+        fig.supxlabel(f"{grid.x} (columns)", fontsize=fontsize)
+    if grid.y is not None:
+        fig.supylabel(f"{grid.y} (rows)", fontsize=fontsize)
     if title is None:
-        title = " \u00d7 ".join(n for n in (x, y) if n) or "sweep"
-        extras = [f"{k}={_fmt(v)}" for k, v in fixed.items()]
-        if seeds:
-            extras.append(f"seed={seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds")
-        if extras:
-            title += "  (" + ", ".join(extras) + ")"
-        if box is not None:
-            title += "\nzoomed to the mask"
+        title = _sheet_title(sweep, grid, inputs.box is not None)
     fig.suptitle(title, fontsize=fontsize * 1.2)
-    return Sheet(fig, sweep_metadata(sweep, title=title, x=x, y=y, where=fixed,
+    box = inputs.box
+    return Sheet(fig, sweep_metadata(sweep, title=title, x=grid.x, y=grid.y, where=grid.fixed,
                                      image_index=image_index, crop=list(box) if box else None))
 
 
 def metric_plot(
-    sweep: Sweep,
+    sweep: SweepData,
     metric: str = "change_in_mask",
     x: str | None = None,
     hue: str | None = None,

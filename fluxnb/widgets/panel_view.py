@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..figures import mask_overlay
+from ..pictures import mask_overlay
 
 __all__ = ["PANEL_CSS", "describe_source", "from_code_placeholder", "input_preview", "png_bytes",
            "stale_note_html"]

@@ -27,6 +27,9 @@ Parameter mapping:
 - ``enable_safety_checker`` -> FLUX ships no safety checker; nothing is checked, a log line says
   so and ``has_nsfw_concepts`` is always false.
 
+(Just over 400 lines, on purpose: the mapping above is the engine's documentation, and the
+pure helpers already live in :mod:`~fluxnb.server.engines.flux_support`.)
+
 >>> from fluxnb.server.engines import create_engine
 >>> engine = create_engine("diffusers", model="black-forest-labs/FLUX.1-dev", device="cpu")
 >>> engine.info()["dtype"]
@@ -194,30 +197,8 @@ class DiffusersEngine(Engine):
                 num_images_per_prompt=1, max_sequence_length=self.max_sequence_length)
         timings["encode_prompt"] = round(time.perf_counter() - t, 6)
 
-        images: list[Image.Image] = []
-        denoise = 0.0
-        for i in range(n):
-            ctx.check_cancelled()
-            generator = torch.Generator("cpu").manual_seed(request.seed + i)
-
-            def on_step(p: Any, k: int, _t: Any, kwargs: dict[str, Any], i: int = i) -> dict[str, Any]:
-                total = int(getattr(p, "_num_timesteps", 0) or expected)
-                ctx.step(k + 1, total, image_index=i, num_images=n)   # raises on cancel
-                return kwargs
-
-            t = time.perf_counter()
-            with torch.inference_mode():
-                out = pipe(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled,
-                           image=image, mask_image=mask, height=run_h, width=run_w,
-                           strength=strength, num_inference_steps=steps,
-                           guidance_scale=request.guidance_scale, generator=generator,
-                           max_sequence_length=self.max_sequence_length, output_type="pil",
-                           callback_on_step_end=on_step)
-            denoise += time.perf_counter() - t
-            result = out.images[0]
-            if result.size != (width, height):
-                result = result.crop((0, 0, width, height))
-            images.append(result)
+        images, denoise = self._denoise(request, image, mask, (prompt_embeds, pooled), expected,
+                                        ctx)
         timings["denoise_and_decode"] = round(denoise, 6)
         memory: dict[str, Any] = {}
         if self.device.startswith("cuda"):
@@ -233,6 +214,41 @@ class DiffusersEngine(Engine):
                    **memory,
                    **({"padded_to": {"width": run_w, "height": run_h}} if padded else {})},
         )
+
+    def _denoise(self, request: EngineRequest, image: Image.Image, mask: Image.Image,
+                 embeds: tuple[Any, Any], expected: int,
+                 ctx: JobContext) -> tuple[list[Image.Image], float]:
+        """The pipeline once per image (seed + i), cropped back to the request's size; the
+        images and the seconds spent denoising and decoding."""
+        import torch
+
+        pipe, (prompt_embeds, pooled) = self.pipe, embeds
+        n, (width, height), (run_w, run_h) = request.num_images, request.image.size, image.size
+        images: list[Image.Image] = []
+        denoise = 0.0
+        for i in range(n):
+            ctx.check_cancelled()
+            generator = torch.Generator("cpu").manual_seed(request.seed + i)
+
+            def on_step(p: Any, k: int, _t: Any, kwargs: dict[str, Any], i: int = i) -> dict[str, Any]:
+                total = int(getattr(p, "_num_timesteps", 0) or expected)
+                ctx.step(k + 1, total, image_index=i, num_images=n)   # raises on cancel
+                return kwargs
+
+            t = time.perf_counter()
+            with torch.inference_mode():
+                out = pipe(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled,
+                           image=image, mask_image=mask, height=run_h, width=run_w,
+                           strength=request.strength, num_inference_steps=request.steps,
+                           guidance_scale=request.guidance_scale, generator=generator,
+                           max_sequence_length=self.max_sequence_length, output_type="pil",
+                           callback_on_step_end=on_step)
+            denoise += time.perf_counter() - t
+            result = out.images[0]
+            if result.size != (width, height):
+                result = result.crop((0, 0, width, height))
+            images.append(result)
+        return images, denoise
 
     # -- LoRAs -----------------------------------------------------------------------------
 

@@ -1,0 +1,399 @@
+"""The job service: the queue and its positions, state changes, watchers, the timeout reaper and
+the stats of one server.
+
+Knows nothing about HTTP: the app turns requests into :meth:`JobService.submit` /
+:meth:`JobService.cancel` calls and jobs into status bodies. Three seams keep the policy apart:
+a :class:`~fluxnb.server.scheduler.FifoScheduler` decides which job runs next, a
+:class:`~fluxnb.server.worker.Worker` runs it and a :class:`~fluxnb.server.store.ResultStore`
+keeps its output. Worker threads wake asyncio listeners (SSE streams) through
+:meth:`JobService.watch` without polling.
+
+>>> from fluxnb.server.config import ServerConfig
+>>> service = JobService(ServerConfig(engine="null"))
+>>> service.start()
+>>> # job = service.submit("fal-ai/flux-lora", params, image=img, mask=msk, owner="ada")
+>>> service.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..protocol import COMPLETED, IN_PROGRESS, IN_QUEUE, LogEntry
+from .config import ServerConfig
+from .engines import Engine, create_engine
+from .inputs import ImageLimits
+from .scheduler import FifoScheduler
+from .store import InMemoryResultStore, ResultStore
+from .worker import Done, Failed, Outcome, Worker, WorkerContext
+
+__all__ = ["JobRecord", "JobService"]
+
+_PRIORITIES = {"normal": 0, "low": 1}
+_REQUEST_KINDS = ("submit", "run", "status", "stream", "result", "cancel", "files")
+_JOB_OUTCOMES = ("submitted", "completed", "failed", "cancelled", "timed_out", "rejected")
+_OUTCOMES = {"request_cancelled": "cancelled", "request_timeout": "timed_out"}  # by error_type
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(eq=False)
+class JobRecord:
+    """One request: inputs, state, logs and (once COMPLETED) a result or an error. ``owner`` is
+    who submitted it (None until the server knows its users)."""
+
+    id: str
+    app: str
+    params: dict[str, Any]
+    owner: str | None = None
+    priority: int = 0
+    seq: int = 0
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    deadline: float | None = None
+    state: str = IN_QUEUE
+    logs: list[LogEntry] = field(default_factory=list)
+    submitted_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    inference_time: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    error_status: int | None = None
+    error_body: dict[str, Any] | None = None
+    error_headers: dict[str, str] = field(default_factory=dict)
+    files_token: str | None = None
+    version: int = 0
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    # (loop, event, wants_logs): a watcher without logs is not woken by a new log line alone
+    _watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event, bool]] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == COMPLETED and self.error is None
+
+    def _touch(self, *, logs_only: bool = False) -> None:
+        """Bump the version and wake the asyncio watchers (caller holds the service lock); for a
+        new log line alone, only those that show logs (a cross-thread wake-up per step adds up)."""
+        self.version += 1
+        for watcher in list(self._watchers):
+            loop, event, wants_logs = watcher
+            if logs_only and not wants_logs:
+                continue
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the watcher's loop is closed
+                self._watchers.discard(watcher)
+
+
+class JobService:
+    """Queue, workers and results of one server.
+
+    ``stats`` counts requests by kind and jobs by outcome. Results live in ``store`` (by
+    default an :class:`~fluxnb.server.store.InMemoryResultStore` of ``config.max_results``
+    jobs, whose files :meth:`stop` deletes).
+    """
+
+    def __init__(self, config: ServerConfig, engine: Engine | None = None, *,
+                 store: ResultStore | None = None):
+        self.config = config
+        self.engine = engine if engine is not None else create_engine(
+            config.engine, **dict(config.engine_options))
+        self.limits = ImageLimits(max_bytes=config.max_image_bytes,
+                                  max_pixels=config.max_image_pixels)
+        self.store: ResultStore = store if store is not None else InMemoryResultStore(
+            config.max_results)
+        self._worker = Worker(self.engine, self.store, self.limits, config.fetch_timeout)
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._reap = threading.Condition(self._lock)
+        self._jobs: dict[str, JobRecord] = {}
+        self._queue: FifoScheduler[JobRecord] = FifoScheduler()
+        self._running: set[JobRecord] = set()
+        self._seq = 0
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        slots = config.workers
+        if self.engine.max_concurrency is not None:
+            slots = max(1, min(slots, self.engine.max_concurrency))
+        self._slots = threading.BoundedSemaphore(slots)
+        self._requests = dict.fromkeys(_REQUEST_KINDS, 0)
+        self._outcomes = dict.fromkeys(_JOB_OUTCOMES, 0)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the engine, open the store and start the worker and timeout threads."""
+        self.engine.load()
+        self.store.open()
+        self._stopping = False
+        targets = [(self._work_loop, f"fluxnb-worker-{i}") for i in range(self.config.workers)]
+        for target, name in [*targets, (self._reaper, "fluxnb-timeouts")]:
+            self._threads.append(threading.Thread(target=target, name=name, daemon=True))
+            self._threads[-1].start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel running jobs, stop the threads and close the store (deleting result files)."""
+        with self._lock:
+            self._stopping = True
+            for job in self._running:
+                job.cancel_requested.set()
+            self._work.notify_all()
+            self._reap.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+        self.store.close()
+
+    # -- stats ----------------------------------------------------------------------------
+
+    def count(self, kind: str) -> None:
+        """Count one request of ``kind`` (submit, status, stream, result, cancel, files)."""
+        with self._lock:
+            self._requests[kind] = self._requests.get(kind, 0) + 1
+
+    def count_rejected(self) -> None:
+        """Count a submit the server refused (bad input, auth, size)."""
+        with self._lock:
+            self._outcomes["rejected"] += 1
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot: ``{"requests": {...}, "jobs": {...}, "queued": n, "running": n, "stored": n}``."""
+        with self._lock:
+            return {"requests": dict(self._requests), "jobs": dict(self._outcomes),
+                    "queued": len(self._queue), "running": len(self._running),
+                    "stored": len(self.store)}
+
+    # -- submit / look up / cancel --------------------------------------------------------
+
+    def submit(self, app: str, params: dict[str, Any], *, image: Image.Image | None = None,
+               mask: Image.Image | None = None, priority: str = "normal",
+               start_timeout: float | None = None, ignored: list[str] | None = None,
+               owner: str | None = None) -> JobRecord:
+        """Queue a job for ``owner``. ``image``/``mask`` are pre-decoded data-URI inputs; when
+        None the worker downloads ``params["image_url"]`` / ``params["mask_url"]``."""
+        params = dict(params)
+        for name, decoded in (("image_url", image), ("mask_url", mask)):
+            if decoded is not None:  # keep a short note, not megabytes of base64, per stored job
+                params[name] = _elide(str(params.get(name, "")))
+        job = JobRecord(id=str(uuid.uuid4()), app=app, params=params, owner=owner, image=image,
+                        mask=mask, priority=_PRIORITIES.get(priority, 0))
+        if start_timeout is not None:
+            job.deadline = job.submitted_at + start_timeout
+        line = f"engine: {self.engine.info().get('name', self.engine.name)}"
+        if not self.engine.generative:
+            line += " (a preview engine, not a generative model)"
+        job.logs.append(LogEntry(line, "INFO", "USER", _now_iso()))
+        if ignored:
+            job.logs.append(LogEntry("ignored unknown input fields: " + ", ".join(ignored),
+                                     "WARN", "USER", _now_iso()))
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the server is stopping")
+            self._seq += 1
+            job.seq = self._seq
+            self._jobs[job.id] = job
+            self._queue.add(job)
+            self._outcomes["submitted"] += 1
+            self._touch_queued()
+            self._work.notify()
+            if job.deadline is not None:
+                self._reap.notify()
+        return job
+
+    def get(self, request_id: str) -> JobRecord | None:
+        """The job with this id, or None (unknown or evicted)."""
+        with self._lock:
+            return self._jobs.get(request_id)
+
+    def cancel(self, request_id: str) -> str:
+        """``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED`` or ``NOT_FOUND``."""
+        with self._lock:
+            job = self._jobs.get(request_id)
+            if job is None:
+                return "NOT_FOUND"
+            if job.state == COMPLETED:
+                return "ALREADY_COMPLETED"
+            job.cancel_requested.set()
+            if job.state == IN_QUEUE:
+                self._queue.remove(job)
+                self._touch_queued()
+                self._fail_locked(job, Failed.cancelled("cancelled while queued"))
+            else:
+                self._log_locked(job, "cancellation requested; stopping at the next step", "WARN")
+        return "CANCELLATION_REQUESTED"
+
+    def log(self, job: JobRecord, message: str, level: str = "INFO") -> None:
+        """Append a line to ``job``'s logs and wake the watchers that show logs."""
+        with self._lock:
+            self._log_locked(job, message, level)
+
+    def snapshot(self, job: JobRecord, with_logs: bool) -> dict[str, Any]:
+        """The job's status fields (without URLs), consistent under the lock."""
+        with self._lock:
+            body: dict[str, Any] = {"status": job.state}
+            if job.state == IN_QUEUE:
+                body["queue_position"] = self._queue.position(job)
+            if job.state != IN_QUEUE:
+                body["logs"] = [e.to_json() for e in job.logs] if with_logs else None
+            if job.state == COMPLETED:
+                body["metrics"] = ({"inference_time": job.inference_time}
+                                   if job.inference_time is not None else {})
+                if job.error is not None:
+                    body["error"] = job.error
+                    body["error_type"] = job.error_type
+            return body
+
+    def position(self, job: JobRecord) -> int | None:
+        """0-based place in the queue (0 = next), or None when not queued."""
+        with self._lock:
+            return self._queue.position(job) if job.state == IN_QUEUE else None
+
+    @contextmanager
+    def watch(self, job: JobRecord, *, logs: bool = True) -> Iterator[asyncio.Event]:
+        """An asyncio.Event set (from any thread) whenever ``job`` changes; use in a coroutine.
+        With ``logs=False`` a new log line alone does not set it (state and position changes do)."""
+        event = asyncio.Event()
+        key = (asyncio.get_running_loop(), event, logs)
+        with self._lock:
+            job._watchers.add(key)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                job._watchers.discard(key)
+
+    def file(self, token: str, name: str) -> tuple[Path, str] | None:
+        """(path, content type) of a stored result file, or None."""
+        return self.store.file(token, name)
+
+    # -- internals: threads ---------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        while True:
+            if not self._slots.acquire(timeout=0.25):
+                if self._stopping:
+                    return
+                continue
+            try:
+                job = self._next_job()
+                if job is None:
+                    return
+                self._run(job)
+            finally:
+                self._slots.release()
+
+    def _next_job(self) -> JobRecord | None:
+        """Wait for the job the scheduler picks and mark it IN_PROGRESS; None when stopping."""
+        with self._lock:
+            while True:
+                if self._stopping:
+                    return None
+                job = self._queue.next()
+                if job is None:
+                    self._work.wait()
+                    continue
+                if job.deadline is not None and time.monotonic() >= job.deadline:
+                    self._fail_locked(job, Failed.timed_out())
+                    continue
+                job.state = IN_PROGRESS
+                job.started_at = time.monotonic()
+                self._running.add(job)
+                job._touch()
+                self._touch_queued()
+                return job
+
+    def _run(self, job: JobRecord) -> None:
+        ctx = WorkerContext(job.id, job.cancel_requested,
+                            lambda message, level: self.log(job, message, level))
+        try:
+            outcome = self._worker.run(job.params, job.image, job.mask, ctx)
+            with self._lock:
+                self._settle_locked(job, outcome)
+        finally:
+            job.image = job.mask = None
+            with self._lock:
+                self._running.discard(job)
+
+    def _reaper(self) -> None:
+        with self._lock:
+            while not self._stopping:
+                now = time.monotonic()
+                nearest: float | None = None
+                for job in self._queue:
+                    if job.deadline is None:
+                        continue
+                    if job.deadline <= now:
+                        self._queue.remove(job)
+                        self._fail_locked(job, Failed.timed_out())
+                        self._touch_queued()
+                    elif nearest is None or job.deadline < nearest:
+                        nearest = job.deadline
+                self._reap.wait(None if nearest is None else max(0.0, nearest - now))
+
+    # -- internals: state changes (caller holds the lock) ---------------------------------
+
+    def _touch_queued(self) -> None:
+        for job in self._queue:
+            job._touch()
+
+    def _log_locked(self, job: JobRecord, message: str, level: str = "INFO") -> None:
+        job.logs.append(LogEntry(message, level, "USER", _now_iso()))
+        job._touch(logs_only=True)
+
+    def _settle_locked(self, job: JobRecord, outcome: Outcome) -> None:
+        if isinstance(outcome, Failed):
+            self._fail_locked(job, outcome)
+            return
+        assert isinstance(outcome, Done)
+        if job.cancel_requested.is_set():
+            # the engine had already finished: a late cancel never throws results away
+            self._log_locked(job, "cancel arrived after the images were made; kept them", "WARN")
+        job.inference_time = round(outcome.elapsed, 6)
+        job.result = outcome.result
+        job.files_token = outcome.files_token
+        self._log_locked(job, f"done in {outcome.elapsed:.3f} s")
+        self._complete_locked(job)
+        self._outcomes["completed"] += 1
+
+    def _fail_locked(self, job: JobRecord, failure: Failed) -> None:
+        self._log_locked(job, failure.log, failure.level)
+        job.error_status = failure.status
+        job.error_body = failure.body
+        job.error = failure.error
+        job.error_type = failure.error_type
+        job.error_headers = dict(failure.headers)
+        self._outcomes[_OUTCOMES.get(failure.error_type, "failed")] += 1
+        self._complete_locked(job)
+
+    def _complete_locked(self, job: JobRecord) -> None:
+        job.state = COMPLETED
+        if job.started_at is not None and job.inference_time is None and job.error is None:
+            job.inference_time = round(time.monotonic() - job.started_at, 6)
+        job._touch()
+        for old_id in self.store.keep(job.id, job.files_token):
+            old = self._jobs.pop(old_id, None)
+            if old is not None:
+                old.files_token = None
+
+
+def _elide(uri: str) -> str:
+    """``data:image/png;base64,iVBO... (123456 chars)`` for a long data URI; others unchanged."""
+    if not uri.startswith("data:") or len(uri) <= 64:
+        return uri
+    return f"{uri[:40]}... ({len(uri)} chars)"
