@@ -9,7 +9,7 @@ import httpx
 from fluxnb.datauri import encode_data_uri
 from fluxnb.server.engines import Engine, EngineOutput
 
-from .conftest import make_test_image, make_test_mask
+from ..conftest import make_test_image, make_test_mask
 
 _IN_LAST_PHASE = threading.Event()
 _RELEASE = threading.Event()

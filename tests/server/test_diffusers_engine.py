@@ -53,7 +53,7 @@ pytestmark = pytest.mark.skipif(not _HAVE_EXTRA, reason="needs the fluxnb[diffus
 
 DEVICE = os.environ.get("FLUXNB_TEST_DEVICE", "cpu")
 SUBMIT = "/fal-ai/flux-lora/inpainting"
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 SIZE = 64
 STEPS = 3
 

@@ -19,7 +19,7 @@ from fluxnb.server.scheduler import FifoScheduler
 from fluxnb.server.service import JobRecord, JobService
 from fluxnb.server.store import InMemoryResultStore, ResultStore, StoredResult
 
-from .conftest import make_test_image, make_test_mask
+from ..conftest import make_test_image, make_test_mask
 
 PARAMS = {"prompt": "p", "image_url": "data:,", "mask_url": "data:,", "num_images": 1,
           "output_format": "png", "num_inference_steps": 4}

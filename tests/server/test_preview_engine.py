@@ -18,7 +18,7 @@ from fluxnb.server.engines import EngineCancelled, EngineRequest, create_engine
 from fluxnb.server.engines.preview import NOTICE, feather_kernel, telea_fill, telea_radius
 from fluxnb.server.engines.testing import RecordingContext
 from tests.conftest import make_test_image, make_test_mask
-from tests.test_server_contract import result, submit, wait_for
+from tests.server.test_server_contract import result, submit, wait_for
 
 ENGINE = create_engine("preview")
 ENGINE.load()

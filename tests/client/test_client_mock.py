@@ -27,7 +27,7 @@ from fluxnb.errors import (
 )
 from fluxnb.protocol import Completed, InProgress, Queued
 
-from .twins import call, close, collect
+from ..twins import call, close, collect
 
 BASE = "http://queue.test"
 RID = "req-123"

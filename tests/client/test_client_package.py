@@ -16,8 +16,8 @@ import fluxnb
 from fluxnb.client import InpaintResult
 from fluxnb.errors import FluxnbError, QueueHTTPError, SweepTooLargeError, TransportError, ValidationError
 
+from ..twins import call, close
 from .test_client_mock import RID, STATUS, STREAM, Fake, envelope, make
-from .twins import call, close
 
 pytestmark = pytest.mark.anyio
 

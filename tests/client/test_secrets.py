@@ -24,7 +24,7 @@ from fluxnb.errors import (
 )
 from fluxnb.protocol import DEFAULT_BASE_URL
 
-from .twins import call, close
+from ..twins import call, close
 
 pytestmark = pytest.mark.anyio
 

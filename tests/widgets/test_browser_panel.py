@@ -25,7 +25,7 @@ from fluxnb.server import BackgroundServer, ServerConfig
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, KERNEL_EVAL, JupyterLab, require_browser
 from tests.support import eventually
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "02_panel.ipynb"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from fluxnb.server import BackgroundServer, ServerConfig
 from tests.conftest import make_test_image, make_test_mask
+from tests.server.test_server_contract import SUBMIT, body, data_uri
 from tests.support import eventually
-from tests.test_server_contract import SUBMIT, body, data_uri
 
 FIELDS = ["prompt", "image_url", "mask_url", "num_inference_steps", "guidance_scale", "strength",
           "num_images", "enable_safety_checker", "output_format", "seed", "image_size", "loras",

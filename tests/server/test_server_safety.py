@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from fluxnb.server import BackgroundServer, ServerConfig, serve
-from tests.test_server_contract import IMAGE_URI, MASK_URI, SUBMIT, body, wait_for
+from tests.server.test_server_contract import IMAGE_URI, MASK_URI, SUBMIT, body, wait_for
 
 
 def png_header(width: int, height: int) -> bytes:

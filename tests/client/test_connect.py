@@ -12,7 +12,7 @@ from fluxnb.client import AsyncQueueClient, QueueClient
 from fluxnb.errors import CredentialsError
 from fluxnb.protocol import DEFAULT_BASE_URL
 
-from .conftest import make_test_image, make_test_mask
+from ..conftest import make_test_image, make_test_mask
 
 
 def test_without_a_key_it_starts_the_embedded_server_and_says_so_once(capsys) -> None:

@@ -26,7 +26,7 @@ from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, KERNEL_EVAL, JupyterL
 pytestmark = pytest.mark.slow
 
 CLICKS = 20
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 
 SETUP = '''\

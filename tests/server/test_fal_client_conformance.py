@@ -17,12 +17,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from .conftest import make_test_image, make_test_mask
-from .support import ServeProcess, self_signed_cert, tls_context
+from ..conftest import make_test_image, make_test_mask
+from ..support import ServeProcess, self_signed_cert, tls_context
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

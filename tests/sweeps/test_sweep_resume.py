@@ -19,7 +19,7 @@ from fluxnb.sweeps import Sweep
 from tests.support import eventually
 from tests.sweep_support import run_sweep
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 Factory = Callable[..., BackgroundServer]
 STEPS = "1-8"                     # x strength [0.5, 1.0]: 16 cells
 CELLS = 16

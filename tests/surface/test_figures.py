@@ -9,7 +9,7 @@ from PIL import Image
 from fluxnb.demo import demo_inputs, demo_mask
 from fluxnb.figures import before_mask_after, mask_overlay
 
-from .conftest import make_test_image, make_test_mask
+from ..conftest import make_test_image, make_test_mask
 
 
 def test_overlay_tints_only_the_hole() -> None:

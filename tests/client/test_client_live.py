@@ -27,9 +27,9 @@ from fluxnb.errors import (
 )
 from fluxnb.protocol import Completed, InProgress, Queued, progress_from_logs
 
-from .conftest import make_test_image, make_test_mask
-from .support import aeventually
-from .twins import call, close, collect
+from ..conftest import make_test_image, make_test_mask
+from ..support import aeventually
+from ..twins import call, close, collect
 
 pytestmark = pytest.mark.anyio
 

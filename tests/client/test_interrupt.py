@@ -16,8 +16,8 @@ import pytest
 from fluxnb import AsyncQueueClient, QueueClient
 from fluxnb.protocol import InProgress
 
-from .conftest import make_test_image, make_test_mask
-from .support import eventually
+from ..conftest import make_test_image, make_test_mask
+from ..support import eventually
 
 
 def _inputs() -> dict[str, Any]:
