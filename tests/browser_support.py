@@ -12,15 +12,19 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import eventually, free_port, terminate
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "KERNEL_EVAL", "JupyterLab", "require_browser"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "KERNEL_EVAL", "KERNEL_IDLE", "JupyterLab", "open_notebook",
+           "require_browser"]
 
 CHROMIUM = "/usr/bin/chromium"
 #: From the research doc: headless in a container, no background traffic.
@@ -131,3 +135,41 @@ KERNEL_EVAL = """async (code) => {
   await f.done;
   return out;
 }"""
+
+#: true once the open notebook's kernel is idle
+KERNEL_IDLE = """() => {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!k && k.status === 'idle';
+}"""
+
+
+@contextmanager
+def open_notebook(root: Path, work: Path, notebook: str, *, failure_shot: Path | None = None,
+                  viewport: tuple[int, int] = (1280, 1400)) -> Iterator[Any]:
+    """JupyterLab on loopback serving ``root``, Chromium (playwright) with ``notebook`` open and
+    its kernel idle: yields the page; on a failure saves ``failure_shot`` and prints Lab's log."""
+    from playwright.sync_api import sync_playwright
+
+    lab = JupyterLab.start(root, work)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+                page.set_default_timeout(30_000)
+                page.goto(lab.url(notebook))
+                page.wait_for_function(KERNEL_IDLE, timeout=45_000)
+                try:
+                    yield page
+                except Exception:
+                    if failure_shot is not None:
+                        page.screenshot(path=str(failure_shot))
+                    raise
+            finally:
+                browser.close()
+    except Exception:
+        print(lab.log_tail())
+        raise
+    finally:
+        lab.stop()

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from fluxnb.server import BackgroundServer, ServerConfig
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, KERNEL_EVAL, JupyterLab, require_browser
+from tests.browser_support import KERNEL_EVAL, KERNEL_IDLE, open_notebook, require_browser
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +31,6 @@ ARTIFACTS = ROOT / "test-artifacts" / "browser"
 
 pytestmark = pytest.mark.slow
 
-KERNEL_IDLE = """() => {
-  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-  return !!k && k.status === 'idle';
-}"""
 # fire and forget: evaluate() would otherwise wait for every cell to finish
 RUN_ALL = "() => { window.jupyterapp.shell.collapseLeft(); " \
           "window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
@@ -122,7 +117,7 @@ def prepare_notebook(folder: Path, fast_url: str, slow_url: str) -> str:
 def test_panel_in_jupyterlab_runs_and_cancels(servers: tuple[BackgroundServer, BackgroundServer],
                                               tmp_path: Path) -> None:
     require_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     fast, slow = servers
     t_start = time.monotonic()
@@ -130,116 +125,98 @@ def test_panel_in_jupyterlab_runs_and_cancels(servers: tuple[BackgroundServer, B
     root.mkdir()
     name = prepare_notebook(root, fast.base_url, slow.base_url)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    lab = JupyterLab.start(root, tmp_path)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 1400})
-                page.set_default_timeout(30_000)
-                page.goto(lab.url(name))
-                page.wait_for_function(KERNEL_IDLE, timeout=45_000)
-                page.evaluate(RUN_ALL)
-                panels = page.locator(".fluxnb-panel")
-                expect(panels).to_have_count(3, timeout=45_000)    # panel, painted, slow
-                page.wait_for_function(KERNEL_IDLE)                  # every cell has run
-                panel = panels.first
-                # -- the layout at 1024 and 1280 px, and the inputs shown before the first Run
-                for width in (1024, 1280):
-                    check_layout(page, panel, width)
-                preview = panel.locator("img.fluxnb-input-preview")
-                expect(preview).to_be_visible()
-                page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
-                                       arg=preview.element_handle())
-                expect(panel.locator(".fluxnb-inputs-info")).to_contain_text("512x600")
-                page.set_viewport_size({"width": 1280, "height": 1400})
-                page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
-                panel.scroll_into_view_if_needed()
+    with open_notebook(root, tmp_path, name, failure_shot=ARTIFACTS / "failure.png") as page:
+        page.evaluate(RUN_ALL)
+        panels = page.locator(".fluxnb-panel")
+        expect(panels).to_have_count(3, timeout=45_000)    # panel, painted, slow
+        page.wait_for_function(KERNEL_IDLE)                  # every cell has run
+        panel = panels.first
+        # -- the layout at 1024 and 1280 px, and the inputs shown before the first Run
+        for width in (1024, 1280):
+            check_layout(page, panel, width)
+        preview = panel.locator("img.fluxnb-input-preview")
+        expect(preview).to_be_visible()
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                               arg=preview.element_handle())
+        expect(panel.locator(".fluxnb-inputs-info")).to_contain_text("512x600")
+        page.set_viewport_size({"width": 1280, "height": 1400})
+        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+        panel.scroll_into_view_if_needed()
 
-                # -- move the steps slider with the keyboard: 12 -> 15
-                steps = panel.locator(".widget-slider").first
-                expect(steps.locator(".widget-readout")).to_have_text("12")
-                handle = steps.locator(".noUi-handle")
-                handle.focus()
-                for _ in range(3):
-                    handle.press("ArrowRight")
-                expect(steps.locator(".widget-readout")).to_have_text("15")
-                wait_for_kernel_value(page, "panel.steps.value", "15")
+        # -- move the steps slider with the keyboard: 12 -> 15
+        steps = panel.locator(".widget-slider").first
+        expect(steps.locator(".widget-readout")).to_have_text("12")
+        handle = steps.locator(".noUi-handle")
+        handle.focus()
+        for _ in range(3):
+            handle.press("ArrowRight")
+        expect(steps.locator(".widget-readout")).to_have_text("15")
+        wait_for_kernel_value(page, "panel.steps.value", "15")
 
-                # -- Run: the result image appears in the panel
-                panel.locator("button", has_text="Run").click()
-                result = panel.locator("img.fluxnb-result-image")
-                expect(result).to_be_visible(timeout=30_000)
-                page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
-                                       arg=result.element_handle())
-                status = panel.locator(".widget-html-content", has_text="status:").first
-                expect(status).to_contain_text("done in")
-                request_id = re.search(r"request ([0-9a-f-]{36})", status.inner_text())
-                assert request_id, status.inner_text()
-                job = fast.service.get(request_id.group(1))
-                assert job is not None and job.ok
-                assert job.params["num_inference_steps"] == 15       # the slider move reached the server
-                assert job.params["seed"] == 42
-                expect(panel.locator(".fluxnb-error")).to_have_count(0)
-                expect(panel.locator(".fluxnb-caption")).to_contain_text("steps=15")   # HTML text
-                panel.screenshot(path=str(ARTIFACTS / "panel-result.png"))
+        # -- Run: the result image appears in the panel
+        panel.locator("button", has_text="Run").click()
+        result = panel.locator("img.fluxnb-result-image")
+        expect(result).to_be_visible(timeout=30_000)
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                               arg=result.element_handle())
+        status = panel.locator(".widget-html-content", has_text="status:").first
+        expect(status).to_contain_text("done in")
+        request_id = re.search(r"request ([0-9a-f-]{36})", status.inner_text())
+        assert request_id, status.inner_text()
+        job = fast.service.get(request_id.group(1))
+        assert job is not None and job.ok
+        assert job.params["num_inference_steps"] == 15       # the slider move reached the server
+        assert job.params["seed"] == 42
+        expect(panel.locator(".fluxnb-error")).to_have_count(0)
+        expect(panel.locator(".fluxnb-caption")).to_contain_text("steps=15")   # HTML text
+        panel.screenshot(path=str(ARTIFACTS / "panel-result.png"))
 
-                # -- paint on the mask painter with the mouse: the stroke reaches Python
-                painter = page.locator(".jp-OutputArea-output", has_text="will be repainted").first
-                painter.scroll_into_view_if_needed()
-                expect(painter).to_contain_text("2 strokes")          # painted from code
-                box = painter.locator("canvas").last.bounding_box()
-                assert box is not None and box["width"] > 100
-                page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
-                page.mouse.down()
-                for i in range(1, 11):
-                    page.mouse.move(box["x"] + (0.2 + 0.05 * i) * box["width"],
-                                    box["y"] + 0.3 * box["height"])
-                page.mouse.up()
-                expect(painter).to_contain_text("3 strokes")
-                page.wait_for_timeout(300)       # let the canvas draw the redrawn mask layer
-                painter.screenshot(path=str(ARTIFACTS / "painter.png"))
+        # -- paint on the mask painter with the mouse: the stroke reaches Python
+        painter = page.locator(".jp-OutputArea-output", has_text="will be repainted").first
+        painter.scroll_into_view_if_needed()
+        expect(painter).to_contain_text("2 strokes")          # painted from code
+        box = painter.locator("canvas").last.bounding_box()
+        assert box is not None and box["width"] > 100
+        page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
+        page.mouse.down()
+        for i in range(1, 11):
+            page.mouse.move(box["x"] + (0.2 + 0.05 * i) * box["width"],
+                            box["y"] + 0.3 * box["height"])
+        page.mouse.up()
+        expect(painter).to_contain_text("3 strokes")
+        page.wait_for_timeout(300)       # let the canvas draw the redrawn mask layer
+        painter.screenshot(path=str(ARTIFACTS / "painter.png"))
 
-                # -- Cancel a running job in the panel on the slow server
-                slow_panel = panels.last
-                slow_panel.scroll_into_view_if_needed()
-                slow_status = slow_panel.locator(".widget-html-content", has_text="status:").first
-                slow_panel.locator("button", has_text="Run").click()
-                expect(slow_status).to_contain_text("running", timeout=20_000)
-                slow_panel.locator("button", has_text="Cancel").click()
-                expect(slow_status).to_contain_text("cancelled (server: CANCELLATION_REQUESTED)",
-                                                    timeout=10_000)
-                eventually(lambda: slow.service.stats["jobs"]["cancelled"] >= 1, 5,  # at its next step
-                           interval=0.05)
-                stats = slow.service.stats
-                assert stats["requests"]["cancel"] == 1 and stats["jobs"]["cancelled"] == 1
-                assert stats["jobs"]["completed"] == 0 and stats["running"] == 0
-                slow_panel.screenshot(path=str(ARTIFACTS / "panel-cancelled.png"))
+        # -- Cancel a running job in the panel on the slow server
+        slow_panel = panels.last
+        slow_panel.scroll_into_view_if_needed()
+        slow_status = slow_panel.locator(".widget-html-content", has_text="status:").first
+        slow_panel.locator("button", has_text="Run").click()
+        expect(slow_status).to_contain_text("running", timeout=20_000)
+        slow_panel.locator("button", has_text="Cancel").click()
+        expect(slow_status).to_contain_text("cancelled (server: CANCELLATION_REQUESTED)",
+                                            timeout=10_000)
+        eventually(lambda: slow.service.stats["jobs"]["cancelled"] >= 1, 5,  # at its next step
+                   interval=0.05)
+        stats = slow.service.stats
+        assert stats["requests"]["cancel"] == 1 and stats["jobs"]["cancelled"] == 1
+        assert stats["jobs"]["completed"] == 0 and stats["running"] == 0
+        slow_panel.screenshot(path=str(ARTIFACTS / "panel-cancelled.png"))
 
-                # -- Paint mask at 1024x768: the painter opens under the inputs, on screen
-                page.set_viewport_size({"width": 1024, "height": 768})
-                page.evaluate(SHOW_FILE_BROWSER)
-                paint = slow_panel.locator("button", has_text="Paint mask")
-                paint.evaluate("(b) => b.scrollIntoView({block: 'center'})")
-                paint.click()
-                canvas = slow_panel.locator("canvas").last
-                expect(canvas).to_be_visible()
-                canvas_box, paint_box = canvas.bounding_box(), paint.bounding_box()
-                run_box = slow_panel.locator("button", has_text="Run").bounding_box()
-                assert canvas_box and paint_box and run_box
-                assert paint_box["y"] < canvas_box["y"] < run_box["y"], (canvas_box, run_box)
-                assert canvas_box["y"] < 768 - 100, canvas_box      # starts on screen, no scrolling
-                page.wait_for_timeout(300)       # let the canvas draw the image
-                page.screenshot(path=str(ARTIFACTS / "panel-painter-1024.png"))
-                page.screenshot(path=str(ARTIFACTS / "lab-page.png"))
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "failure.png"))
-                raise
-            finally:
-                browser.close()
-    except Exception:
-        print(lab.log_tail())
-        raise
-    finally:
-        lab.stop()
+        # -- Paint mask at 1024x768: the painter opens under the inputs, on screen
+        page.set_viewport_size({"width": 1024, "height": 768})
+        page.evaluate(SHOW_FILE_BROWSER)
+        paint = slow_panel.locator("button", has_text="Paint mask")
+        paint.evaluate("(b) => b.scrollIntoView({block: 'center'})")
+        paint.click()
+        canvas = slow_panel.locator("canvas").last
+        expect(canvas).to_be_visible()
+        canvas_box, paint_box = canvas.bounding_box(), paint.bounding_box()
+        run_box = slow_panel.locator("button", has_text="Run").bounding_box()
+        assert canvas_box and paint_box and run_box
+        assert paint_box["y"] < canvas_box["y"] < run_box["y"], (canvas_box, run_box)
+        assert canvas_box["y"] < 768 - 100, canvas_box      # starts on screen, no scrolling
+        page.wait_for_timeout(300)       # let the canvas draw the image
+        page.screenshot(path=str(ARTIFACTS / "panel-painter-1024.png"))
+        page.screenshot(path=str(ARTIFACTS / "lab-page.png"))
     print(f"browser test took {time.monotonic() - t_start:.1f} s")

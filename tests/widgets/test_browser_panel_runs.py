@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from fluxnb.server import BackgroundServer, ServerConfig
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, KERNEL_EVAL, JupyterLab, require_browser
+from tests.browser_support import KERNEL_EVAL, KERNEL_IDLE, open_notebook, require_browser
 
 pytestmark = pytest.mark.slow
 
@@ -54,11 +54,6 @@ print(f"arun {ARUNS} ok: {result.request_id}")
 CELLS = [SETUP, "panels[0]", "panels[1]", ARUN]
 ARUN_CELL = 3
 
-KERNEL_IDLE = """() => {
-  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-  return !!k && k.status === 'idle';
-}"""
 # fire and forget: evaluate() would otherwise wait for the cells to finish
 RUN_ABOVE = """(k) => { window.jupyterapp.shell.collapseLeft();
   window.jupyterapp.shell.currentWidget.content.activeCellIndex = k;
@@ -112,54 +107,42 @@ def _status_request_id(panel: Any) -> str:
 def test_twenty_runs_across_two_panels_sharing_one_client(server: BackgroundServer,
                                                            tmp_path: Path) -> None:
     require_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     root = tmp_path / "root"
     root.mkdir()
     name = _notebook(root, server.base_url)
-    lab = JupyterLab.start(root, tmp_path)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 1400})
-                page.set_default_timeout(30_000)
-                page.goto(lab.url(name))
-                page.wait_for_function(KERNEL_IDLE, timeout=45_000)
-                page.evaluate(RUN_ABOVE, ARUN_CELL)                 # all but the arun cell
-                panels = page.locator(".fluxnb-panel")
-                expect(panels).to_have_count(2, timeout=45_000)
-                page.wait_for_function(KERNEL_IDLE)
-                aruns = 0
-                for click in range(CLICKS):
-                    panel = panels.nth(click % 2)
-                    run = panel.locator("button", has_text="Run")
-                    expect(run).to_be_enabled()
-                    before = _status_request_id(panel)
-                    run.click()
-                    page.wait_for_function(RUN_DONE, arg=[panel.element_handle(), before])
-                    expect(panel.locator(".fluxnb-error")).to_have_count(0)
-                    if click % 2:                                     # await panel.arun() in a cell
-                        aruns += 1
-                        page.evaluate(RUN_CELL, ARUN_CELL)
-                        page.wait_for_function(ARUN_DONE, arg=[ARUN_CELL, aruns])
-                outputs = json.loads(page.evaluate(OUTPUTS))
-                page.screenshot(path=str(_artifacts() / "panel-runs.png"))
-                errors = [o for cell in outputs for o in cell
-                          if o.get("output_type") == "error" or o.get("name") == "stderr"]
-                assert not errors, errors[:2]
-                expect(page.locator(".fluxnb-error")).to_have_count(0)
-                panel_text = " ".join(panels.nth(i).inner_text() for i in range(2))
-                assert not ERROR_WORDS.search(panel_text), panel_text[-2000:]
-                histories = page.evaluate(KERNEL_EVAL, "[(len(p.history), sorted(set("
-                                                       "p.history['status']))) for p in panels]")
-                half = (CLICKS + aruns) // 2
-                assert histories == f"[({half}, ['completed']), ({half}, ['completed'])]"
-                assert server.service.stats["jobs"]["completed"] == CLICKS + aruns
-            finally:
-                browser.close()
-    finally:
-        lab.stop()
+    with open_notebook(root, tmp_path, name) as page:
+        page.evaluate(RUN_ABOVE, ARUN_CELL)                 # all but the arun cell
+        panels = page.locator(".fluxnb-panel")
+        expect(panels).to_have_count(2, timeout=45_000)
+        page.wait_for_function(KERNEL_IDLE)
+        aruns = 0
+        for click in range(CLICKS):
+            panel = panels.nth(click % 2)
+            run = panel.locator("button", has_text="Run")
+            expect(run).to_be_enabled()
+            before = _status_request_id(panel)
+            run.click()
+            page.wait_for_function(RUN_DONE, arg=[panel.element_handle(), before])
+            expect(panel.locator(".fluxnb-error")).to_have_count(0)
+            if click % 2:                                     # await panel.arun() in a cell
+                aruns += 1
+                page.evaluate(RUN_CELL, ARUN_CELL)
+                page.wait_for_function(ARUN_DONE, arg=[ARUN_CELL, aruns])
+        outputs = json.loads(page.evaluate(OUTPUTS))
+        page.screenshot(path=str(_artifacts() / "panel-runs.png"))
+        errors = [o for cell in outputs for o in cell
+                  if o.get("output_type") == "error" or o.get("name") == "stderr"]
+        assert not errors, errors[:2]
+        expect(page.locator(".fluxnb-error")).to_have_count(0)
+        panel_text = " ".join(panels.nth(i).inner_text() for i in range(2))
+        assert not ERROR_WORDS.search(panel_text), panel_text[-2000:]
+        histories = page.evaluate(KERNEL_EVAL, "[(len(p.history), sorted(set("
+                                               "p.history['status']))) for p in panels]")
+        half = (CLICKS + aruns) // 2
+        assert histories == f"[({half}, ['completed']), ({half}, ['completed'])]"
+        assert server.service.stats["jobs"]["completed"] == CLICKS + aruns
 
 
 def _artifacts() -> Path:
