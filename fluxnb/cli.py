@@ -6,6 +6,7 @@
     fluxnb serve --engine diffusers --model black-forest-labs/FLUX.1-dev --device cuda
     fluxnb run --image photo.jpg --mask mask.png --prompt "a red fox" --out out/
     fluxnb demo --out fluxnb-demo/
+    fluxnb class new --students 24 --out roster.csv
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import schema
+from ._cli_class import add_class_parser, add_serve_auth_options, run_class, serve_auth
 from ._cli_output import Progress, error_text, interrupted_text
 from ._version import __version__
 
@@ -157,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="jobs run at the same time")
     serve.add_argument("--certfile", help="TLS certificate (PEM); serve HTTPS with --keyfile")
     serve.add_argument("--keyfile", help="TLS private key (PEM)")
-    serve.add_argument("--key", default=None,
-                       help="require 'Authorization: Key <key>' (default: $FLUXNB_SERVER_KEY, else open)")
+    serve.add_argument("--allow-private-fetch", action="store_true",
+                       help="let image_url/mask_url downloads reach private, loopback and "
+                            "link-local addresses (default: public addresses only)")
+    add_serve_auth_options(serve)
 
     run = sub.add_parser("run", help="inpaint one image and write a before/mask/after picture",
                          description="Inpaint one image: the masked part is repainted from the "
@@ -172,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run on a photo shipped with matplotlib and a generated mask",
                           epilog=_ENVIRONMENT, formatter_class=raw)
     _add_job_options(demo, prompt_required=False)
+    add_class_parser(sub)
     return parser
 
 
@@ -217,22 +222,6 @@ def _check_engine(name: str) -> None:
                              "pip install 'fluxnb[diffusers]'")
 
 
-def _server_key(flag_value: str | None) -> str | None:
-    """The server's own key from ``--key`` or ``$FLUXNB_SERVER_KEY``, stripped like a client's key
-    (a key file read with ``$(cat key.txt)`` keeps its newline), or a usage error naming its source."""
-    from ._http import clean_key
-    from .errors import CredentialsError
-
-    source, value = ("--key", flag_value) if flag_value else ("FLUXNB_SERVER_KEY",
-                                                               os.environ.get("FLUXNB_SERVER_KEY"))
-    if not value:
-        return None
-    try:
-        return clean_key(value, source)
-    except CredentialsError as exc:
-        _usage_error(f"fluxnb serve: {exc}")
-
-
 def _serve(args: argparse.Namespace) -> int:
     from .server import ServerConfig, serve
 
@@ -249,11 +238,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.engine == "diffusers" and not options.get("model"):
         _usage_error("fluxnb serve: --engine diffusers needs --model (a hub id such as "
                      "black-forest-labs/FLUX.1-dev, or a local folder)")
+    key, roster = serve_auth(args, _usage_error)
     config = ServerConfig(
         host=args.host, port=args.port, engine=args.engine, workers=args.workers,
-        engine_options=options,
-        key=_server_key(args.key),
+        engine_options=options, key=key, roster=roster,
         certfile=args.certfile, keyfile=args.keyfile,
+        allow_private_fetch=args.allow_private_fetch,
     )
     serve(config)
     return 0
@@ -383,7 +373,7 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fluxnb`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    handler = {"serve": _serve, "run": _run, "demo": _demo}[args.command]
+    handler = {"serve": _serve, "run": _run, "demo": _demo, "class": run_class}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt as exc:

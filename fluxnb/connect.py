@@ -46,8 +46,9 @@ def embedded_server(engine: str = "preview", *, workers: int = 2,
     with _lock:
         server = _servers.get(key)
         if server is None:
+            # only its owner can reach it: its downloads may reach loopback (not the network)
             config = ServerConfig(host="127.0.0.1", port=0, engine=engine, workers=workers,
-                                  engine_options=dict(engine_options))
+                                  engine_options=dict(engine_options), fetch_allow_loopback=True)
             server = BackgroundServer(config).start()
             _servers[key] = server
             atexit.register(server.stop)

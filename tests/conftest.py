@@ -24,8 +24,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def live_server() -> Iterator[BackgroundServer]:
-    """The real local server with the preview engine, on a free loopback port."""
-    server = BackgroundServer(ServerConfig(engine="preview", workers=2, port=0)).start()
+    """The real local server with the preview engine, on a free loopback port; like the laptop
+    server of ``fluxnb.connect()`` its downloads may reach loopback (the tests' file servers)."""
+    server = BackgroundServer(ServerConfig(engine="preview", workers=2, port=0,
+                                           fetch_allow_loopback=True)).start()
     yield server
     server.stop()
 

@@ -124,10 +124,16 @@ def terminate(proc: subprocess.Popen[bytes]) -> None:
 
 
 class ServeProcess:
-    """``python -m fluxnb serve ...`` in a subprocess, ready when ``/_fluxnb/info`` answers."""
+    """``python -m fluxnb serve ...`` in a subprocess, ready when ``/_fluxnb/info`` answers.
+    That page needs a teacher's token when the server has a key or a roster: ``token`` (else the
+    value of a ``--key`` in ``args``) is sent as ``Authorization: Key <token>``."""
 
     def __init__(self, args: Sequence[str], *, port: int | None = None, cert: Path | None = None,
-                 key: Path | None = None, log: Path | None = None):
+                 key: Path | None = None, log: Path | None = None, token: str | None = None):
+        args = list(args)
+        if token is None and "--key" in args[:-1]:
+            token = args[args.index("--key") + 1].strip()
+        self.headers = {"Authorization": f"Key {token}"} if token else {}
         self.port = port or free_port()
         self.cert = cert
         self.scheme = "https" if cert else "http"
@@ -148,7 +154,7 @@ class ServeProcess:
                 raise RuntimeError(f"fluxnb serve exited with {self.proc.returncode}: {self.output()}")
             try:
                 return httpx.get(f"{self.base_url}/_fluxnb/info", verify=verify,
-                                 timeout=1).status_code == 200
+                                 headers=self.headers, timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 

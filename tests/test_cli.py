@@ -289,3 +289,45 @@ def test_serve_strips_its_own_key_and_refuses_an_unusable_one(tmp_path):
     assert "--key" in bad.stderr and "control character" in bad.stderr
     assert "secret" not in bad.stderr.replace("FLUXNB_SERVER_KEY", "")
     assert "Traceback" not in bad.stderr
+
+
+def test_class_new_writes_a_private_roster_and_keeps_an_existing_one(tmp_path: Path,
+                                                                     capsys) -> None:
+    out = tmp_path / "roster.csv"
+    assert main(["class", "new", "--students", "3", "--out", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[0] == "name,role,token" and len(rows) == 5
+    assert [r.split(",")[:2] for r in rows[1:]] == [
+        ["student01", "student"], ["student02", "student"], ["student03", "student"],
+        ["teacher01", "teacher"]]
+    assert all(len(r.split(",")[2]) >= 40 for r in rows[1:])
+    assert (out.stat().st_mode & 0o777) == 0o600
+    tokens = out.read_text()
+    assert rows[1].split(",")[2] not in capsys.readouterr().out  # tokens stay in the file
+    assert main(["class", "new", "--students", "1", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and out.read_text() == tokens
+    assert main(["class", "new", "--students", "1", "--teachers", "0", "--out", str(out),
+                 "--force"]) == 0
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_serve_key_file_keeps_the_key_off_the_command_line_and_key_warns(tmp_path: Path) -> None:
+    from .support import ServeProcess
+
+    key_file = tmp_path / "server.key"
+    key_file.write_text("file-secret-123\n")
+    with ServeProcess(["--engine", "null", "--key-file", str(key_file)], token="file-secret-123",
+                      log=tmp_path / "serve.log") as srv:
+        url = f"{srv.base_url}/fal-ai/flux-lora/inpainting/requests/nope/status"
+        assert httpx.get(url, timeout=10).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Key file-secret-123"},
+                         timeout=10).status_code == 404
+        assert "file-secret-123" not in " ".join(srv.proc.args)  # type: ignore[arg-type]
+        assert "visible to other local users" not in srv.output()
+    with ServeProcess(["--engine", "null", "--key", "flag-secret"], log=tmp_path / "k.log") as srv:
+        pass
+    assert "--key is visible to other local users" in srv.output()
+    bad = subprocess.run([sys.executable, "-m", "fluxnb", "serve", "--engine", "null", "--port", "0",
+                          "--roster", str(tmp_path / "missing.csv")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--roster" in bad.stderr and "Traceback" not in bad.stderr

@@ -49,8 +49,10 @@ LAYER_OF: Mapping[str, str] = {
     **dict.fromkeys(["fluxnb.client", "fluxnb._http", "fluxnb.sse", "fluxnb.uploads",
                      "fluxnb.result"], CLIENT),
     "fluxnb.server": SERVER,
+    "fluxnb.server.auth": SERVER,  # roster, people, roles: the standard library and nothing else
     **dict.fromkeys(["fluxnb.masks", "fluxnb.display", "fluxnb.widgets", "fluxnb.sweeps"], SURFACE),
-    **dict.fromkeys(["fluxnb", "fluxnb.__main__", "fluxnb.cli", "fluxnb._cli_output", "fluxnb.demo",
+    **dict.fromkeys(["fluxnb", "fluxnb.__main__", "fluxnb.cli", "fluxnb._cli_class",
+                     "fluxnb._cli_output", "fluxnb.demo",
                      "fluxnb.connect", "fluxnb.backends"], ENTRY),
 }
 

@@ -9,7 +9,12 @@ app. Routes (``{app}`` is ``owner/app``, or ``workflows/owner/app``):
 - ``POST /{app}/{path}`` submit; ``GET /{app}/requests/{id}/status[/stream]``;
   ``GET /{app}/requests/{id}`` result; ``PUT /{app}/requests/{id}/cancel``
 - ``POST /_fluxnb/run/{app}/{path}``: fal's synchronous API (answers with the output itself)
-- ``GET /_fluxnb/info``, ``GET /_fluxnb/stats``, ``GET /_fluxnb/files/{token}/{name}``
+- ``GET /_fluxnb/info``, ``GET /_fluxnb/stats``, ``GET /_fluxnb/files/{token}/{name}``,
+  ``GET /_fluxnb/docs`` and ``/_fluxnb/openapi.json``
+
+Who asks is a :class:`~fluxnb.server.auth.Person` (``Who``): with a roster a student sees only
+their own jobs and files (another's answer 404); info, stats and the docs need a teacher
+(``Teacher``) whenever the server has a key or a roster.
 
 >>> from fluxnb.server import ServerConfig, create_app
 >>> app = create_app(ServerConfig(engine="null"))
@@ -28,15 +33,17 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .._version import __version__
 from ..protocol import COMPLETED, IN_QUEUE
+from .auth import Auth, Person
 from .config import ServerConfig
 from .service import JobRecord, JobService
 from .store import FILES_PREFIX, absolute_urls
-from .validate import Rejected, Submission, check_key, normal_app_id, parse_submit
+from .validate import _KEY_HINT, Rejected, Submission, check_key, normal_app_id, parse_submit
 
 __all__ = ["RUN_PREFIX", "create_app"]
 
@@ -77,9 +84,9 @@ def create_app(config: ServerConfig, service: JobService | None = None) -> FastA
             await run_in_threadpool(svc.stop)
 
     app = FastAPI(title="fluxnb local fal-compatible queue", version=__version__,
-                  lifespan=lifespan, docs_url="/_fluxnb/docs", redoc_url=None,
-                  openapi_url="/_fluxnb/openapi.json")
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = svc
+    app.state.auth = Auth(key=config.key, roster_path=config.roster)
     app.state.config = config
     app.state.allowed_apps = {normal_app_id(a) for a in config.app_ids}
     app.add_middleware(_EngineHeader, engine=svc.engine.name)
@@ -99,38 +106,69 @@ def _config(request: Request) -> ServerConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-async def _submission(request: Request, full_path: str, kind: str) -> Submission:
-    """A checked submit, counted as ``kind``; every refusal is also counted as rejected."""
+def _person(request: Request) -> Person:
+    """Who the request's ``Authorization: Key <token>`` names, or a 401 saying how to pass one."""
+    auth: Auth = request.app.state.auth
+    header = request.headers.get("authorization", "")
+    if not auth.has_roster:
+        check_key(_config(request).key, header)
+    person = auth.identify(header)
+    if person is None:
+        if not header.strip():
+            raise Rejected.detail(401, "This fluxnb server needs your personal token and the "
+                                       "request sent none (header 'Authorization: Key <token>'). "
+                                       f"{_KEY_HINT}")
+        raise Rejected.detail(401, "No user found for Key ID and Secret: the token sent is not "
+                                   f"on this fluxnb server's roster. {_KEY_HINT}")
+    return person
+
+
+async def _who(request: Request) -> Person:
+    return _person(request)
+
+
+async def _teacher(request: Request) -> Person:
+    person = _person(request)
+    if not person.is_teacher:
+        raise Rejected.detail(403, "Only a teacher's token may open this page")
+    return person
+
+
+async def _submission(request: Request, full_path: str, kind: str) -> tuple[Submission, Person]:
+    """A checked submit and its sender, counted as ``kind``; every refusal is also counted as
+    rejected."""
     svc = _service(request)
     svc.count(kind)
     try:
+        person = _person(request)
         return await parse_submit(request, full_path, _config(request), svc.limits,
-                                  request.app.state.allowed_apps)
+                                  request.app.state.allowed_apps), person
     except Rejected:
         svc.count_rejected()
         raise
 
 
-async def _queued(request: Request, full_path: str) -> Submission:
+async def _queued(request: Request, full_path: str) -> tuple[Submission, Person]:
     return await _submission(request, full_path, "submit")
 
 
-async def _run_now(request: Request, full_path: str) -> Submission:
+async def _run_now(request: Request, full_path: str) -> tuple[Submission, Person]:
     return await _submission(request, full_path, "run")
 
 
 def _job(request: Request, full_path: str, *, cancel: bool) -> tuple[JobRecord, str]:
     """``(job, kind)`` a request route names, counted as its kind (result, status, stream or
-    cancel) and checked against the key; a 404 for other paths, unknown ids or another app's."""
+    cancel) and checked against the key; a 404 for other paths, unknown ids, another app's or
+    another person's."""
     match = _REQUEST_ROUTE.match("/" + full_path)
     kind = _KINDS[match.group("tail") or ""] if match else ""
     if match is None or (kind == "cancel") != cancel:
         raise Rejected.detail(404, "Not Found")
     svc = _service(request)
     svc.count(kind)
-    check_key(_config(request).key, request.headers.get("authorization", ""))
+    person = _person(request)
     job = svc.get(match.group("id"))
-    if job is None or normal_app_id(match.group("app")) != job.app:
+    if job is None or normal_app_id(match.group("app")) != job.app or not person.sees(job.owner):
         raise Rejected(404, {"status": "NOT_FOUND"}) if cancel else \
             Rejected.detail(404, "Request not found")
     return job, kind
@@ -155,8 +193,10 @@ async def _the_config(request: Request) -> ServerConfig:
 
 Service = Annotated[JobService, Depends(_the_service)]
 Config = Annotated[ServerConfig, Depends(_the_config)]
-Submitted = Annotated[Submission, Depends(_queued)]
-RunNow = Annotated[Submission, Depends(_run_now)]
+Who = Annotated[Person, Depends(_who)]
+Teacher = Annotated[Person, Depends(_teacher)]
+Submitted = Annotated[tuple[Submission, Person], Depends(_queued)]
+RunNow = Annotated[tuple[Submission, Person], Depends(_run_now)]
 ToRead = Annotated[tuple[JobRecord, str], Depends(_to_read)]
 ToCancel = Annotated[tuple[JobRecord, str], Depends(_to_cancel)]
 
@@ -186,9 +226,10 @@ def _status_body(request: Request, job: JobRecord, with_logs: bool) -> dict[str,
     return body
 
 
-def _enqueue(svc: JobService, sub: Submission) -> JobRecord:
+def _enqueue(svc: JobService, submitted: tuple[Submission, Person]) -> JobRecord:
+    sub, person = submitted
     return svc.submit(sub.app, sub.params, image=sub.image, mask=sub.mask, priority=sub.priority,
-                      start_timeout=sub.start_timeout, ignored=sub.ignored)
+                      start_timeout=sub.start_timeout, ignored=sub.ignored, owner=person.name)
 
 
 def _result(request: Request, job: JobRecord) -> Response:
@@ -234,22 +275,46 @@ _routes = APIRouter()
 
 
 @_routes.get("/_fluxnb/info")
-async def info(svc: Service, config: Config) -> dict[str, Any]:
+async def info(request: Request, svc: Service, config: Config, _: Teacher) -> dict[str, Any]:
     return {"server": "fluxnb", "version": __version__, "engine": svc.engine.info(),
             "workers": config.workers, "app_ids": list(config.app_ids),
-            "auth": config.key is not None}
+            "auth": not request.app.state.auth.open}
 
 
 @_routes.get("/_fluxnb/stats")
-async def stats(svc: Service) -> dict[str, Any]:
+async def stats(svc: Service, _: Teacher) -> dict[str, Any]:
     return svc.stats
 
 
+@_routes.get("/_fluxnb/openapi.json", include_in_schema=False)
+async def openapi(request: Request, _: Teacher) -> dict[str, Any]:
+    return request.app.openapi()  # type: ignore[no-any-return]
+
+
+@_routes.get("/_fluxnb/docs", include_in_schema=False)
+async def docs(request: Request, _: Teacher) -> Response:
+    return get_swagger_ui_html(openapi_url="/_fluxnb/openapi.json", title=request.app.title)
+
+
+def _file_owned(svc: JobService, person: Person, token: str, name: str) -> bool:
+    """Whether ``/{token}/{name}`` is an output of a job ``person`` may see (file names start
+    with their job's id, and the job's result must list that very URL)."""
+    job = svc.get(name.rpartition("-")[0])
+    if job is None or not person.sees(job.owner):
+        return False
+    url = f"{FILES_PREFIX}{token}/{name}"
+    images = (job.result or {}).get("images")
+    return isinstance(images, list) and any(isinstance(i, dict) and i.get("url") == url
+                                            for i in images)
+
+
 @_routes.get(FILES_PREFIX + "{token}/{name}")
-async def files(svc: Service, token: str, name: str) -> Response:
+async def files(request: Request, svc: Service, token: str, name: str) -> Response:
     svc.count("files")
+    person = _person(request) if request.app.state.auth.has_roster else None
     found = svc.file(token, name)
-    if found is None or not found[0].is_file():
+    if found is None or not found[0].is_file() or (
+            person is not None and not _file_owned(svc, person, token, name)):
         return _detail(404, "File not found")
     return FileResponse(found[0], media_type=found[1])
 

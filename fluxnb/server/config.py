@@ -43,8 +43,16 @@ class ServerConfig:
     max_image_bytes: int = 32 * _MIB
     max_image_pixels: int = 50_000_000
     fetch_timeout: float = 20.0
+    #: let ``image_url`` / ``mask_url`` downloads reach private, loopback and link-local
+    #: addresses (``fluxnb serve --allow-private-fetch``, a lab that needs it); default: public only
+    allow_private_fetch: bool = False
+    #: let downloads reach 127/8 and ``::1`` only (the embedded laptop server of
+    #: ``fluxnb.connect()``: only its owner can reach it, so it also keeps detailed fetch errors)
+    fetch_allow_loopback: bool = False
     max_results: int = 1000
     keepalive_interval: float = 15.0
+    #: a class roster CSV (``name,role,token``): each token is a person (see ``server.auth``)
+    roster: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -57,6 +65,8 @@ class ServerConfig:
             raise ValueError("keepalive_interval must be > 0")
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("certfile and keyfile must be given together")
+        if self.key is not None and self.roster is not None:
+            raise ValueError("give a key or a roster, not both")
         self.app_ids = tuple(self.app_ids)
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import socket
 import threading
 import time
@@ -29,7 +30,7 @@ logger = logging.getLogger("fluxnb.server")
 _START_TIMEOUT = 60.0
 
 
-def _startup_line(config: ServerConfig, service: JobService, port: int) -> str:
+def _startup_line(config: ServerConfig, service: JobService, port: int, people: int = 0) -> str:
     engine = service.engine
     line = (f"fluxnb server listening on {config.scheme}://{_host_for_url(config.host)}:{port} "
             f"(host {config.host}, port {port}) engine={engine.name} workers={config.workers}")
@@ -37,7 +38,24 @@ def _startup_line(config: ServerConfig, service: JobService, port: int) -> str:
         line += f"; {engine.name} is a preview engine, not a generative model"
     if config.key is not None:
         line += "; clients must send 'Authorization: Key <key>'"
+    if config.roster is not None:
+        line += (f"; roster {config.roster} ({people} people; "
+                 "SIGHUP reloads it): clients send 'Authorization: Key <their token>'")
     return line
+
+
+def _reload_on_sighup(auth: Any) -> None:
+    """``kill -HUP <pid>`` re-reads the roster; a bad file is logged and the old roster stays."""
+    def reload(_signum: int, _frame: Any) -> None:
+        try:
+            count = auth.reload()
+        except ValueError as exc:
+            logger.error("roster not reloaded (the old one stays): %s", exc)
+        else:
+            logger.info("roster reloaded: %d people", count)
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, reload)
 
 
 def _exposure_warnings(config: ServerConfig) -> list[str]:
@@ -49,7 +67,7 @@ def _exposure_warnings(config: ServerConfig) -> list[str]:
     if config.host in ("127.0.0.1", "localhost", "::1"):
         return []
     warnings = []
-    if config.key is None:
+    if config.key is None and config.roster is None:
         warnings.append(f"listening beyond loopback ({config.host}) without --key: anyone who can "
                         "reach this port can submit jobs")
     if config.certfile is None:
@@ -158,7 +176,8 @@ class BackgroundServer:
                 raise RuntimeError(f"the fluxnb server did not start on {self.config.host}:"
                                    f"{self.config.port}: {cause!r}") from cause
             time.sleep(0.01)
-        logger.info(_startup_line(self.config, self.service, self._port))
+        logger.info(_startup_line(self.config, self.service, self._port,
+                                  len(self.app.state.auth.people)))
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -194,7 +213,9 @@ def serve(config: ServerConfig | None = None) -> None:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     app = create_app(config)
-    logger.info(_startup_line(config, app.state.service, config.port))
+    if config.roster is not None:
+        _reload_on_sighup(app.state.auth)
+    logger.info(_startup_line(config, app.state.service, config.port, len(app.state.auth.people)))
     for warning in _exposure_warnings(config):
         logger.warning(warning)
     uvicorn.Server(_uvicorn_config(app, config, log_level="info")).run()

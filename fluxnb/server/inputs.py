@@ -14,6 +14,9 @@ fluxnb.server.inputs.InputError: mask_url: the data is not an image (no known im
 from __future__ import annotations
 
 import io
+import ipaddress
+import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from ..schema import resolve_image_size
 
 __all__ = [
     "DownloadStopped",
+    "FetchPolicy",
     "ImageLimits",
     "InputError",
     "check_mask",
@@ -38,8 +42,25 @@ __all__ = [
     "prepare_pair",
 ]
 
-_MAX_REDIRECTS = 5
+_MAX_REDIRECTS = 3
 _URL_ECHO = 100
+
+logger = logging.getLogger("fluxnb.server")
+
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Never fetched by a server, whatever the options say: the cloud metadata services.
+_METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254",
+                                                           "100.100.100.200"))
+# Refused by default (names for the server log); anything else that is not ``is_global`` too.
+_BLOCKED = tuple((ipaddress.ip_network(net), name) for net, name in (
+    ("0.0.0.0/8", "unspecified"), ("10.0.0.0/8", "private"), ("100.64.0.0/10", "CGNAT"),
+    ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"), ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "reserved"), ("192.168.0.0/16", "private"), ("198.18.0.0/15", "reserved"),
+    ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved"), ("::/128", "unspecified"),
+    ("::1/128", "loopback"), ("fc00::/7", "unique-local"), ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local"), ("ff00::/8", "multicast")))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class InputError(Exception):
@@ -62,11 +83,75 @@ class DownloadStopped(Exception):
 
 
 @dataclass(frozen=True)
+class FetchPolicy:
+    """Which addresses the server's own downloads (``image_url`` / ``mask_url``) may connect to.
+
+    By default only public addresses: a host whose resolved addresses include a loopback,
+    private, link-local, CGNAT, multicast, reserved, unique-local or other non-global one (an
+    IPv4 address embedded in IPv6 counts as itself) is refused before any connection.
+    ``allow_loopback`` lets 127/8 and ``::1`` through (the embedded laptop server: only its
+    owner can reach it, so it also keeps detailed error messages); ``allow_private`` lets every
+    address through except the cloud metadata ones (``fluxnb serve --allow-private-fetch``).
+
+    >>> FetchPolicy().refusal(ipaddress.ip_address("10.1.2.3"))
+    'private'
+    >>> FetchPolicy().refusal(ipaddress.ip_address("::ffff:169.254.169.254"))
+    'cloud metadata (as ::ffff:a9fe:a9fe)'
+    >>> FetchPolicy(allow_loopback=True).refusal(ipaddress.ip_address("127.0.0.1")) is None
+    True
+    """
+
+    allow_private: bool = False
+    allow_loopback: bool = False
+
+    @property
+    def detailed_errors(self) -> bool:
+        """True on an owner-only server: fetch errors say what went wrong instead of
+        :attr:`message` for all of them."""
+        return self.allow_loopback and not self.allow_private
+
+    @property
+    def message(self) -> str:
+        """The one message of every failed fetch (no refused / reset / status / size oracle)."""
+        if self.allow_private:
+            return "the server could not fetch this URL"
+        return "the server could not fetch this URL (only public http(s) addresses are fetched)"
+
+    def refusal(self, ip: _Address) -> str | None:
+        """Why ``ip`` may not be connected to (a short name for the log), or None."""
+        if isinstance(ip, ipaddress.IPv6Address):
+            # an IPv4 address inside IPv6 (mapped, 6to4, NAT64) is judged as itself
+            embedded = ip.ipv4_mapped or ip.sixtofour
+            if embedded is None and ip in _NAT64:
+                embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            if embedded is not None:
+                reason = self.refusal(embedded)
+                if reason is not None:
+                    return f"{reason} (as {ip})"
+                if ip.ipv4_mapped is not None:
+                    return None
+        if ip in _METADATA:
+            return "cloud metadata"
+        if self.allow_private:
+            return None
+        if ip.is_loopback and self.allow_loopback:
+            return None
+        for net, name in _BLOCKED:
+            if ip in net:
+                return name
+        if not ip.is_global or ip.is_multicast:
+            return "not a public address"
+        return None
+
+
+@dataclass(frozen=True)
 class ImageLimits:
-    """Caps on one input image: encoded bytes and decoded pixels."""
+    """Caps on one input image: encoded bytes and decoded pixels; ``fetch`` says which
+    addresses http(s) inputs may be downloaded from."""
 
     max_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 50_000_000
+    fetch: FetchPolicy = FetchPolicy()
 
 
 def _short_url(url: str) -> str:
@@ -133,22 +218,78 @@ def _pillow_can_identify(data: bytes) -> bool:
     return data[:4] in (b"II*\x00", b"MM\x00*")
 
 
-def fetch_image(url: str, field: str, limits: ImageLimits, *, timeout: float,
-                mode: str = "RGB", should_stop: Callable[[], bool] | None = None) -> Image.Image:
-    """Download an http(s) image: ``timeout`` per network operation and ``3 * timeout`` for the
-    whole download, a byte cap and at most 5 redirects. ``should_stop()`` is polled between
-    chunks; when it turns true the download ends with :class:`DownloadStopped`."""
-    deadline = time.monotonic() + 3 * timeout
+class _Refused(Exception):
+    """A URL the fetch policy refuses (the text is for the server log only)."""
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (the system resolver; tests replace this)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _checked_addresses(url: httpx.URL, policy: FetchPolicy) -> list[_Address]:
+    """The addresses to connect to for ``url``: resolved once, and refused (:class:`_Refused`)
+    unless the scheme is http(s) and *every* address passes ``policy``."""
+    if url.scheme not in ("http", "https"):
+        raise _Refused(f"scheme {url.scheme!r} is not http(s)")
+    host = url.host
+    if not host:
+        raise _Refused("no host")
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=True,
-                          max_redirects=_MAX_REDIRECTS) as client:
-            with client.stream("GET", url) as response:
+        found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in _resolve(host, port)]
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise _Refused(f"cannot resolve {host}: {type(exc).__name__}: {exc}") from None
+    if not found:
+        raise _Refused(f"{host} resolves to no address")
+    for ip in found:
+        reason = policy.refusal(ip)
+        if reason is not None:
+            raise _Refused(f"{host} resolves to {ip} ({reason})")
+    return found
+
+
+def _send_pinned(client: httpx.Client, url: httpx.URL, addresses: list[_Address]) -> httpx.Response:
+    """GET ``url`` over a connection to one of the checked ``addresses`` (in order): the URL
+    names the address itself, so nothing is resolved again, while the ``Host`` header and the
+    TLS server name (SNI, and the certificate check) stay the URL's host name."""
+    extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
+    last: Exception | None = None
+    for ip in addresses:
+        request = client.build_request("GET", url.copy_with(host=str(ip)),
+                                       headers={"Host": url.netloc.decode("ascii")},
+                                       extensions=extensions)
+        try:
+            return client.send(request, stream=True)
+        except httpx.ConnectError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def _download(url: str, field: str, limits: ImageLimits, timeout: float,
+              should_stop: Callable[[], bool] | None, shown: str) -> bytes:
+    """The bytes at ``url``, every hop checked by ``limits.fetch`` before connecting; the
+    messages of the :class:`InputError` raised here are detailed (for the log or the owner) and
+    name the URL as ``shown``."""
+    deadline = time.monotonic() + 3 * timeout
+    current = httpx.URL(url)
+    # trust_env=False: an environment proxy would connect on our behalf, past the checks
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        for _hop in range(_MAX_REDIRECTS + 1):
+            addresses = _checked_addresses(current, limits.fetch)
+            response = _send_pinned(client, current, addresses)
+            try:
+                if response.is_redirect:
+                    current = current.join(response.headers["location"])
+                    continue
                 if response.status_code >= 400:
-                    raise InputError(field, f"could not download {_short_url(url)}: HTTP "
+                    raise InputError(field, f"could not download {shown}: HTTP "
                                             f"{response.status_code}", "file_download_error")
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limits.max_bytes:
-                    raise InputError(field, f"{_short_url(url)} is {declared} bytes; the limit "
+                    raise InputError(field, f"{shown} is {declared} bytes; the limit "
                                             f"is {limits.max_bytes}", "image_too_large")
                 buf = bytearray()
                 for chunk in response.iter_bytes():
@@ -156,17 +297,68 @@ def fetch_image(url: str, field: str, limits: ImageLimits, *, timeout: float,
                     if should_stop is not None and should_stop():
                         raise DownloadStopped(field)
                     if time.monotonic() > deadline:
-                        raise InputError(field, f"downloading {_short_url(url)} took longer than "
+                        raise InputError(field, f"downloading {shown} took longer than "
                                                 f"{3 * timeout:g} s", "file_download_error")
                     if len(buf) > limits.max_bytes:
-                        raise InputError(field, f"{_short_url(url)} is over the limit of "
+                        raise InputError(field, f"{shown} is over the limit of "
                                                 f"{limits.max_bytes} bytes", "image_too_large")
-    except (InputError, DownloadStopped):
+                return bytes(buf)
+            finally:
+                response.close()
+    raise InputError(field, f"could not download {shown}: more than {_MAX_REDIRECTS} "
+                            "redirects", "file_download_error")
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` for the log (paths and queries may carry tokens)."""
+    try:
+        parsed = httpx.URL(url)
+        return f"{parsed.scheme}://{parsed.netloc.decode('ascii', 'replace')}"
+    except Exception:  # noqa: BLE001 - an unparsable URL
+        return "(unparsable URL)"
+
+
+def fetch_image(url: str, field: str, limits: ImageLimits, *, timeout: float,
+                mode: str = "RGB", should_stop: Callable[[], bool] | None = None) -> Image.Image:
+    """Download an http(s) image: ``timeout`` per network operation and ``3 * timeout`` for the
+    whole download, a byte cap and at most 3 redirects, followed here one by one.
+
+    Each hop's host is resolved once and every address checked by ``limits.fetch`` (a
+    :class:`FetchPolicy`) before connecting; the connection goes to a checked address. Every
+    failure (refused address, DNS, connection, HTTP status, size, not an image) is one
+    ``file_download_error`` with :attr:`FetchPolicy.message`, the detail going to the server log
+    only, unless the policy keeps detailed errors (the owner-only laptop server).
+    ``should_stop()`` is polled between chunks; when it turns true the download ends with
+    :class:`DownloadStopped`.
+
+    >>> fetch_image("http://10.0.0.1/x.png", "mask_url", ImageLimits(), timeout=1)
+    Traceback (most recent call last):
+    ...
+    fluxnb.server.inputs.InputError: mask_url: the server could not fetch this URL (only public ...)
+    """
+    policy = limits.fetch
+    # the owner sees the URL; the log of a shared server gets its origin only (paths and
+    # queries may carry tokens)
+    shown = _short_url(url) if policy.detailed_errors else _origin(url)
+    try:
+        try:
+            data = _download(url, field, limits, timeout, should_stop, shown)
+        except (InputError, DownloadStopped, _Refused):
+            raise
+        except Exception as exc:  # noqa: BLE001 - httpx errors, bad URLs, TLS problems
+            raise InputError(field, f"could not download {shown}: {type(exc).__name__}: "
+                                    f"{exc}"[:400], "file_download_error") from None
+        return load_image_bytes(data, field, limits, mode)
+    except DownloadStopped:
         raise
-    except Exception as exc:  # noqa: BLE001 - httpx errors, bad URLs, TLS problems
-        raise InputError(field, f"could not download {_short_url(url)}: {type(exc).__name__}: "
-                                f"{exc}"[:400], "file_download_error") from None
-    return load_image_bytes(bytes(buf), field, limits, mode)
+    except _Refused as exc:
+        logger.info("%s: fetch of %s refused: %s", field, _origin(url), exc)
+        raise InputError(field, policy.message, "file_download_error") from None
+    except InputError as exc:
+        if policy.detailed_errors:
+            raise
+        logger.info("%s: fetch failed: %s", field, exc.message)
+        raise InputError(field, policy.message, "file_download_error") from None
 
 
 def check_mask(mask: Image.Image, image: Image.Image | None = None) -> None:

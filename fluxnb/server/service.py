@@ -18,13 +18,12 @@ keeps its output. Worker threads wake asyncio listeners (SSE streams) through
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,70 +32,21 @@ from PIL import Image
 from ..protocol import COMPLETED, IN_PROGRESS, IN_QUEUE, LogEntry
 from .config import ServerConfig
 from .engines import Engine, create_engine
-from .inputs import ImageLimits
+from .inputs import FetchPolicy, ImageLimits
+from .record import JobRecord, elide_data_uri, now_iso
 from .scheduler import FifoScheduler
 from .store import InMemoryResultStore, ResultStore
 from .worker import Done, Failed, Outcome, Worker, WorkerContext
 
 __all__ = ["JobRecord", "JobService"]
 
+logger = logging.getLogger("fluxnb.server")
+_REAP_WAIT_MAX = 3600.0  # the timeout thread wakes at least this often (threading's waits overflow)
+
 _PRIORITIES = {"normal": 0, "low": 1}
 _REQUEST_KINDS = ("submit", "run", "status", "stream", "result", "cancel", "files")
 _JOB_OUTCOMES = ("submitted", "completed", "failed", "cancelled", "timed_out", "rejected")
 _OUTCOMES = {"request_cancelled": "cancelled", "request_timeout": "timed_out"}  # by error_type
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-@dataclass(eq=False)
-class JobRecord:
-    """One request: inputs, state, logs and (once COMPLETED) a result or an error. ``owner`` is
-    who submitted it (None until the server knows its users)."""
-
-    id: str
-    app: str
-    params: dict[str, Any]
-    owner: str | None = None
-    priority: int = 0
-    seq: int = 0
-    image: Image.Image | None = None
-    mask: Image.Image | None = None
-    deadline: float | None = None
-    state: str = IN_QUEUE
-    logs: list[LogEntry] = field(default_factory=list)
-    submitted_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None
-    inference_time: float | None = None
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    error_type: str | None = None
-    error_status: int | None = None
-    error_body: dict[str, Any] | None = None
-    error_headers: dict[str, str] = field(default_factory=dict)
-    files_token: str | None = None
-    version: int = 0
-    cancel_requested: threading.Event = field(default_factory=threading.Event)
-    # (loop, event, wants_logs): a watcher without logs is not woken by a new log line alone
-    _watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event, bool]] = field(default_factory=set)
-
-    @property
-    def ok(self) -> bool:
-        return self.state == COMPLETED and self.error is None
-
-    def _touch(self, *, logs_only: bool = False) -> None:
-        """Bump the version and wake the asyncio watchers (caller holds the service lock); for a
-        new log line alone, only those that show logs (a cross-thread wake-up per step adds up)."""
-        self.version += 1
-        for watcher in list(self._watchers):
-            loop, event, wants_logs = watcher
-            if logs_only and not wants_logs:
-                continue
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the watcher's loop is closed
-                self._watchers.discard(watcher)
 
 
 class JobService:
@@ -113,7 +63,9 @@ class JobService:
         self.engine = engine if engine is not None else create_engine(
             config.engine, **dict(config.engine_options))
         self.limits = ImageLimits(max_bytes=config.max_image_bytes,
-                                  max_pixels=config.max_image_pixels)
+                                  max_pixels=config.max_image_pixels,
+                                  fetch=FetchPolicy(allow_private=config.allow_private_fetch,
+                                                    allow_loopback=config.fetch_allow_loopback))
         self.store: ResultStore = store if store is not None else InMemoryResultStore(
             config.max_results)
         self._worker = Worker(self.engine, self.store, self.limits, config.fetch_timeout)
@@ -190,7 +142,7 @@ class JobService:
         params = dict(params)
         for name, decoded in (("image_url", image), ("mask_url", mask)):
             if decoded is not None:  # keep a short note, not megabytes of base64, per stored job
-                params[name] = _elide(str(params.get(name, "")))
+                params[name] = elide_data_uri(str(params.get(name, "")))
         job = JobRecord(id=str(uuid.uuid4()), app=app, params=params, owner=owner, image=image,
                         mask=mask, priority=_PRIORITIES.get(priority, 0))
         if start_timeout is not None:
@@ -198,10 +150,10 @@ class JobService:
         line = f"engine: {self.engine.info().get('name', self.engine.name)}"
         if not self.engine.generative:
             line += " (a preview engine, not a generative model)"
-        job.logs.append(LogEntry(line, "INFO", "USER", _now_iso()))
+        job.logs.append(LogEntry(line, "INFO", "USER", now_iso()))
         if ignored:
             job.logs.append(LogEntry("ignored unknown input fields: " + ", ".join(ignored),
-                                     "WARN", "USER", _now_iso()))
+                                     "WARN", "USER", now_iso()))
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the server is stopping")
@@ -294,9 +246,23 @@ class JobService:
                 job = self._next_job()
                 if job is None:
                     return
-                self._run(job)
+                survived = self._run(job)
             finally:
                 self._slots.release()
+            if not survived:
+                self._replace_worker()
+                return
+
+    def _replace_worker(self) -> None:
+        """Start a fresh worker thread in place of the calling one, which ends."""
+        with self._lock:
+            if self._stopping:
+                return
+            name = threading.current_thread().name
+            thread = threading.Thread(target=self._work_loop, name=name, daemon=True)
+            self._threads.append(thread)
+        logger.warning("worker thread %s died; a new one takes its place", name)
+        thread.start()
 
     def _next_job(self) -> JobRecord | None:
         """Wait for the job the scheduler picks and mark it IN_PROGRESS; None when stopping."""
@@ -318,33 +284,52 @@ class JobService:
                 self._touch_queued()
                 return job
 
-    def _run(self, job: JobRecord) -> None:
+    def _run(self, job: JobRecord) -> bool:
+        """Run ``job`` and settle it; False when the engine raised a BaseException (SystemExit,
+        KeyboardInterrupt, ...): the job fails with ``worker_died`` and this thread is replaced."""
         ctx = WorkerContext(job.id, job.cancel_requested,
                             lambda message, level: self.log(job, message, level))
+        survived = True
         try:
-            outcome = self._worker.run(job.params, job.image, job.mask, ctx)
+            try:
+                outcome = self._worker.run(job.params, job.image, job.mask, ctx)
+            except BaseException as exc:  # noqa: BLE001 - the worker only catches Exception
+                survived = False
+                outcome = Failed.engine_failed(job.id, self.engine.name, exc,
+                                               error_type="worker_died",
+                                               what="the worker running this job died")
             with self._lock:
                 self._settle_locked(job, outcome)
         finally:
             job.image = job.mask = None
             with self._lock:
                 self._running.discard(job)
+        return survived
 
     def _reaper(self) -> None:
         with self._lock:
             while not self._stopping:
-                now = time.monotonic()
-                nearest: float | None = None
-                for job in self._queue:
-                    if job.deadline is None:
-                        continue
-                    if job.deadline <= now:
-                        self._queue.remove(job)
-                        self._fail_locked(job, Failed.timed_out())
-                        self._touch_queued()
-                    elif nearest is None or job.deadline < nearest:
-                        nearest = job.deadline
-                self._reap.wait(None if nearest is None else max(0.0, nearest - now))
+                wait: float | None = 1.0  # after a failure: log it, go on a second later
+                try:
+                    wait = self._reap_locked()
+                except Exception:  # noqa: BLE001 - the timeout thread must outlive any bug
+                    logger.exception("the timeout thread failed; it goes on")
+                self._reap.wait(wait)
+
+    def _reap_locked(self) -> float | None:
+        """Fail the queued jobs past their deadline; seconds until the next one (None: none)."""
+        now = time.monotonic()
+        nearest: float | None = None
+        for job in self._queue:
+            if job.deadline is None:
+                continue
+            if job.deadline <= now:
+                self._queue.remove(job)
+                self._fail_locked(job, Failed.timed_out())
+                self._touch_queued()
+            elif nearest is None or job.deadline < nearest:
+                nearest = job.deadline
+        return None if nearest is None else min(max(0.0, nearest - now), _REAP_WAIT_MAX)
 
     # -- internals: state changes (caller holds the lock) ---------------------------------
 
@@ -353,7 +338,7 @@ class JobService:
             job._touch()
 
     def _log_locked(self, job: JobRecord, message: str, level: str = "INFO") -> None:
-        job.logs.append(LogEntry(message, level, "USER", _now_iso()))
+        job.logs.append(LogEntry(message, level, "USER", now_iso()))
         job._touch(logs_only=True)
 
     def _settle_locked(self, job: JobRecord, outcome: Outcome) -> None:
@@ -390,10 +375,3 @@ class JobService:
             old = self._jobs.pop(old_id, None)
             if old is not None:
                 old.files_token = None
-
-
-def _elide(uri: str) -> str:
-    """``data:image/png;base64,iVBO... (123456 chars)`` for a long data URI; others unchanged."""
-    if not uri.startswith("data:") or len(uri) <= 64:
-        return uri
-    return f"{uri[:40]}... ({len(uri)} chars)"

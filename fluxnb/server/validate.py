@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,19 @@ class Submission:
     ignored: list[str]
     priority: str
     start_timeout: float | None
+
+
+#: At most this many error items in a 422; one more item says how many were left out.
+MAX_ERRORS = 20
+#: A submit body may hold at most this many JSON objects (a real one has a handful).
+MAX_OBJECTS = 10_000
+#: Values (list items, object keys and leaves) checked per field before it counts as too large.
+MAX_FIELD_VALUES = 2_000
+#: ``X-Fal-Request-Timeout`` must lie in ``(0, MAX_REQUEST_TIMEOUT]`` seconds (one day).
+MAX_REQUEST_TIMEOUT = 86_400.0
+_MAX_IGNORED = 20  # unknown field names kept for the job's log line
+_MAX_DEPTH = 16  # nesting levels of a field's value (loras[0].scale is 3)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _body_error(msg: str, type_: str = "json_invalid") -> Rejected:
@@ -120,10 +134,10 @@ def queue_headers(headers: Mapping[str, str]) -> tuple[str, float | None]:
             timeout = float(raw)
         except ValueError:
             timeout = math.nan
-        if not math.isfinite(timeout) or timeout <= 0:
+        if not math.isfinite(timeout) or not 0 < timeout <= MAX_REQUEST_TIMEOUT:
             raise _header_error("x-fal-request-timeout",
-                                f"X-Fal-Request-Timeout must be a positive number of seconds, "
-                                f"not {raw[:40]!r}")
+                                f"X-Fal-Request-Timeout must be a number of seconds above 0 and at "
+                                f"most {MAX_REQUEST_TIMEOUT:g} (one day), not {raw[:40]!r}")
     return priority, timeout
 
 
@@ -131,7 +145,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, or a 413 as soon as it is known to be over ``limit`` bytes."""
     declared = request.headers.get("content-length", "").strip()
     too_large = Rejected.detail(413, f"Request body is larger than {limit} bytes")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
@@ -143,11 +157,34 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class _TooManyObjects(Exception):
+    pass
+
+
+def _counting_hook(limit: int) -> Any:
+    """A ``json.loads`` ``object_pairs_hook`` that gives up after ``limit`` objects."""
+    seen = [0]
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen[0] += 1
+        if seen[0] > limit:
+            raise _TooManyObjects
+        return dict(pairs)
+
+    return hook
+
+
 def _parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw) if raw.strip() else None
+        if raw.count(b"{") > MAX_OBJECTS:  # braces in strings count too: check for real
+            data = json.loads(raw, object_pairs_hook=_counting_hook(MAX_OBJECTS))
+        else:
+            data = json.loads(raw) if raw.strip() else None
+    except _TooManyObjects:
+        raise _body_error(f"the body holds more than {MAX_OBJECTS} JSON objects; a submit needs "
+                          "a handful (see the input fields)", "too_long") from None
     except (ValueError, RecursionError) as exc:
-        raise _body_error(f"the body is not valid JSON: {str(exc)[:200]}") from None
+        raise _body_error(f"the body is not valid JSON: {ascii(str(exc))[1:-1][:200]}") from None
     if not isinstance(data, dict):
         raise _body_error(f"the body must be a JSON object, not {type(data).__name__}"
                           if data is not None else "the body is empty; expected a JSON object")
@@ -160,14 +197,22 @@ def check_body(raw: bytes, limits: ImageLimits, max_image_pixels: int
     (None for http(s) inputs, which the worker downloads); slow on big images, so the app runs it
     in a thread."""
     data = _parse_json(raw)
+    errors = _screen(data)  # lone surrogates and oversized fields, which are left out below
+    screened = {e["loc"][1] for e in errors if len(e["loc"]) > 1}
     try:
-        params = validate_input(data, fill_defaults=True, allow_unknown=True)
+        params = validate_input({k: v for k, v in data.items() if k not in screened},
+                                fill_defaults=True, allow_unknown=True)
     except ValidationError as exc:
-        raise Rejected.detail(422, exc.errors) from None
+        errors += [e for e in exc.errors if not (len(e["loc"]) > 1 and e["loc"][1] in screened)]
+        raise Rejected.detail(422, capped_errors(errors)) from None
     except (RecursionError, ValueError, TypeError) as exc:
         raise _body_error(f"cannot validate the body: {type(exc).__name__}", "value_error") from None
-    ignored = sorted(str(k) for k in data if k not in INPUT_FIELDS)
-    errors: list[dict[str, Any]] = []
+    if errors:
+        raise Rejected.detail(422, capped_errors(errors))
+    unknown = [str(k)[:80] for k in data if k not in INPUT_FIELDS]
+    ignored = sorted(unknown[:_MAX_IGNORED])
+    if len(unknown) > _MAX_IGNORED:
+        ignored.append(f"... ({len(unknown) - _MAX_IGNORED} more)")
     if params.get("image_size") is not None:
         w, h = resolve_image_size(params["image_size"], (1, 1))
         if w * h > max_image_pixels:
@@ -189,8 +234,78 @@ def check_body(raw: bytes, limits: ImageLimits, max_image_pixels: int
         except InputError as exc:
             errors.extend(exc.detail())
     if errors:
-        raise Rejected.detail(422, errors)
+        raise Rejected.detail(422, capped_errors(errors))
     return params, decoded["image_url"], mask, ignored
+
+
+def capped_errors(errors: list[dict[str, Any]], limit: int = MAX_ERRORS) -> list[dict[str, Any]]:
+    """The first ``limit`` error items, then one item saying how many were left out.
+
+    >>> [e["msg"] for e in capped_errors([{"loc": ["body"], "msg": str(i)} for i in range(4)], 2)]
+    ['0', '1', '2 more errors were left out (a 422 shows the first 2)']
+    """
+    if len(errors) <= limit:
+        return errors
+    more = len(errors) - limit
+    return [*errors[:limit], {"loc": ["body"], "type": "too_many_errors",
+                              "msg": f"{more} more errors were left out (a 422 shows the first {limit})",
+                              "ctx": {"left_out": more, "shown": limit}}]
+
+
+def _screen(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Errors for what must never reach the schema check or an answer: field names and text with
+    lone UTF-16 surrogates (JSON allows ``"\\ud800"``; UTF-8 cannot encode it) and fields too
+    large to check. At most one error per field; unknown fields' values are never used."""
+    errors: list[dict[str, Any]] = []
+    for key, value in data.items():
+        where = _surrogate_at(key)
+        if where is not None:
+            errors.append({"loc": ["body"], "type": "string_unicode",
+                           "msg": f"the field name {ascii(key)[:60]} holds a lone UTF-16 surrogate "
+                                  f"at character {where}: send valid Unicode text"})
+            continue
+        if key not in INPUT_FIELDS:
+            continue
+        found = _walk(value, [key], [MAX_FIELD_VALUES])
+        if found is not None:
+            errors.append(found)
+    return errors
+
+
+def _surrogate_at(text: str) -> int | None:
+    if text.isascii():
+        return None
+    match = _SURROGATE.search(text)
+    return None if match is None else match.start()
+
+
+def _walk(value: Any, loc: list[Any], budget: list[int]) -> dict[str, Any] | None:
+    """The error for the first surrogate in ``value`` or for its size over ``budget``, else None."""
+    budget[0] -= 1
+    if budget[0] < 0 or len(loc) > _MAX_DEPTH:
+        return {"loc": ["body", loc[0]], "type": "too_long",
+                "msg": f"{loc[0]} is too large to check: more than {MAX_FIELD_VALUES} values "
+                       f"(list items, keys and values, all counted) or nested over {_MAX_DEPTH} "
+                       "deep", "ctx": {"max_values": MAX_FIELD_VALUES, "max_depth": _MAX_DEPTH}}
+    if isinstance(value, str):
+        where = _surrogate_at(value)
+        if where is None:
+            return None
+        at = loc[0] + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+        return {"loc": ["body", *loc], "type": "string_unicode",
+                "msg": f"{at} holds a lone UTF-16 surrogate at character {where} (such as "
+                       "\\ud800 in JSON): send valid Unicode text"}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _walk(k, [*loc, "(key)"], budget) or _walk(v, [*loc, k], budget)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _walk(v, [*loc, i], budget)
+            if found is not None:
+                return found
+    return None
 
 
 async def parse_submit(request: Request, full_path: str, config: ServerConfig,

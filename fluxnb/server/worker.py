@@ -79,6 +79,18 @@ class Failed:
                    headers={"X-Fal-Request-Timeout-Type": "user"})
 
     @classmethod
+    def engine_failed(cls, job_id: str, engine: str, exc: BaseException, *,
+                      error_type: str = "internal_error", what: str = "the engine failed") -> Failed:
+        """An engine error as a short, stable message with a reference id: the exception's text
+        and traceback go to the server log only (they may hold paths, hosts or secrets)."""
+        ref = secrets.token_hex(6)
+        logger.error("job %s: engine %s failed (ref %s)", job_id, engine, ref,
+                     exc_info=(type(exc), exc, exc.__traceback__))
+        message = f"{what}: {type(exc).__name__} (ref {ref}; details are in the server log)"
+        return cls(500, {"detail": message, "error_type": error_type}, message, error_type,
+                   message)
+
+    @classmethod
     def bad_input(cls, detail: list[dict[str, Any]], message: str, error_type: str) -> Failed:
         """An input fal's schema accepted but that cannot be used: a 422 naming the field."""
         return cls(422, {"detail": detail}, message, error_type, message[:_ECHO])
@@ -143,11 +155,7 @@ class Worker:
             detail = [{"loc": ["body", exc.field], "msg": str(exc), "type": exc.error_type}]
             return Failed.bad_input(detail, str(exc), exc.error_type)
         except Exception as exc:  # noqa: BLE001 - an engine bug must not kill the worker
-            logger.exception("job %s: engine %s failed", ctx.job_id, self.engine.name)
-            message = f"internal error in engine {self.engine.name!r}: {type(exc).__name__}: {exc}"
-            message = message[:_ECHO]
-            return Failed(500, {"detail": message, "error_type": "internal_error"}, message,
-                          "internal_error", message)
+            return Failed.engine_failed(ctx.job_id, self.engine.name, exc)
         return Done(stored.body, stored.files_token, elapsed)
 
     def _request(self, params: dict[str, Any], image: Image.Image | None,

@@ -153,7 +153,7 @@ def test_http_download_byte_cap(live_server: BackgroundServer,
     wait_for(source)
     url = httpx.get(source["response_url"]).json()["images"][0]["url"]
     assert len(httpx.get(url).content) > 4000
-    server = server_factory(engine="null", port=0, max_image_bytes=4000)
+    server = server_factory(engine="null", port=0, max_image_bytes=4000, fetch_allow_loopback=True)
     job = httpx.post(server.base_url + SUBMIT, json=body(image_url=url)).json()
     done = wait_for(job)
     assert done["error_type"] == "image_too_large"
