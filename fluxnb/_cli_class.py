@@ -29,7 +29,7 @@ Optional columns max_queued, budget_mp and budget_usd set per-person limits."""
 def add_class_parser(sub: Any) -> None:
     """Add ``class new`` to the ``fluxnb`` command's subparsers."""
     group = sub.add_parser("class", help="make a class roster (personal tokens) for fluxnb serve",
-                           description="Class rosters for `fluxnb serve --roster`.",
+                           description="Class rosters for fluxnb serve --roster.",
                            epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = group.add_subparsers(dest="class_command", required=True)
     new = actions.add_parser("new", help="write a roster with fresh tokens",
@@ -119,6 +119,12 @@ def run_class(args: argparse.Namespace) -> int:
         print(f"fluxnb class new: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     students = sum(not p.is_teacher for p in people)
-    print(f"wrote {path}: {students} students, {len(people) - students} teachers "
+    teachers = len(people) - students
+    print(f"wrote {path}: {_count(students, 'student')}, {_count(teachers, 'teacher')} "
           f"(mode 0600; start the server with fluxnb serve --roster {path})")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 teacher``, ``24 students``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
