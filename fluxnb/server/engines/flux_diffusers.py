@@ -27,8 +27,8 @@ Parameter mapping:
 - ``enable_safety_checker`` -> FLUX ships no safety checker; nothing is checked, a log line says
   so and ``has_nsfw_concepts`` is always false.
 
-(Just over 400 lines, on purpose: the mapping above is the engine's documentation, and the
-pure helpers already live in :mod:`~fluxnb.server.engines.flux_support`.)
+The pure helpers live in :mod:`~fluxnb.server.engines.flux_support`, the LoRA download in
+:mod:`~fluxnb.server.engines.lora_download`.
 
 >>> from fluxnb.server.engines import create_engine
 >>> engine = create_engine("diffusers", model="black-forest-labs/FLUX.1-dev", device="cpu")
@@ -46,7 +46,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import httpx
 from PIL import Image
 
 from .base import Engine, EngineInputError, EngineOutput, EngineRequest, JobContext
@@ -55,11 +54,11 @@ from .flux_support import (
     classify_lora_path,
     default_lora_cache,
     denoising_steps,
-    lora_cache_file,
     pad_pair,
     resolve_device,
     resolve_dtype,
 )
+from .lora_download import download_lora
 
 __all__ = ["SAFETY_NOTICE", "DiffusersEngine"]
 
@@ -67,8 +66,6 @@ __all__ = ["SAFETY_NOTICE", "DiffusersEngine"]
 SAFETY_NOTICE = ("enable_safety_checker: FLUX ships no safety checker, so nothing was checked; "
                  "has_nsfw_concepts is always false")
 
-_DOWNLOAD_LIMIT = 2 * 1024**3   # a LoRA larger than 2 GiB is not a LoRA
-_DOWNLOAD_TIMEOUT = 60.0
 
 
 class DiffusersEngine(Engine):
@@ -286,7 +283,7 @@ class DiffusersEngine(Engine):
         except ValueError as exc:
             raise EngineInputError(field, f"{field}: {exc}") from None
         if kind == "url":
-            local = self._download(target, field, ctx)
+            local = download_lora(target, self.lora_cache, field, ctx)
             key, source, weight_name = f"url:{target}", str(local), None
         elif kind == "file":
             local = Path(target)
@@ -349,41 +346,6 @@ class DiffusersEngine(Engine):
                 self.pipe.delete_adapters([name])
         except Exception:  # noqa: BLE001, S110 - best effort cleanup after a failed load
             pass
-
-    def _download(self, url: str, field: str, ctx: JobContext) -> Path:
-        target = lora_cache_file(self.lora_cache, url)
-        if target.is_file():
-            ctx.log(f"{field}: using the cached download {target}")
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + f".part-{os.getpid()}-{threading.get_ident()}")
-        headers = {}
-        token = os.environ.get("HF_TOKEN")
-        if token and httpx.URL(url).host in ("huggingface.co", "hf.co"):
-            headers["Authorization"] = f"Bearer {token}"
-        ctx.log(f"{field}: downloading {url}")
-        try:
-            with httpx.stream("GET", url, headers=headers, follow_redirects=True,
-                              timeout=_DOWNLOAD_TIMEOUT) as response:
-                if response.status_code != 200:
-                    raise EngineInputError(field, f"{field}: GET {url} answered HTTP "
-                                                  f"{response.status_code}", "file_download_error")
-                size = 0
-                with open(part, "wb") as out:
-                    for chunk in response.iter_bytes(1 << 20):
-                        size += len(chunk)
-                        if size > _DOWNLOAD_LIMIT:
-                            raise EngineInputError(field, f"{field}: {url} is larger than "
-                                                          "2 GiB", "file_download_error")
-                        out.write(chunk)
-                        ctx.check_cancelled()
-            part.replace(target)
-        except httpx.HTTPError as exc:
-            raise EngineInputError(field, f"{field}: could not download {url}: {exc}",
-                                   "file_download_error") from None
-        finally:
-            part.unlink(missing_ok=True)
-        return target
 
 
 def _cuda_available(device: str) -> bool:
