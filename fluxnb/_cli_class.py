@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["add_class_parser", "add_serve_auth_options", "run_class", "serve_auth"]
+__all__ = ["add_class_parser", "add_serve_auth_options", "add_serve_class_options", "class_config",
+           "run_class", "serve_auth"]
 
 _EXAMPLES = """\
 examples:
@@ -51,6 +52,126 @@ def add_serve_auth_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--roster", default=None, metavar="CSV",
                        help="a class roster (fluxnb class new): each token is a person, who sees "
                             "only their own jobs; reload it with SIGHUP")
+
+
+def add_serve_class_options(serve: argparse.ArgumentParser) -> None:
+    """The class server's flags of ``fluxnb serve`` (quotas, state, gateway, limits)."""
+    group = serve.add_argument_group("class server")
+    group.add_argument("--max-queued", type=int, default=None, metavar="N",
+                       help="jobs one person may have waiting (default 4 with --roster)")
+    group.add_argument("--max-queue", type=int, default=None, metavar="N",
+                       help="jobs waiting on the whole server (default 2000); more answer 429")
+    group.add_argument("--budget-mp", type=float, default=None, metavar="X",
+                       help="megapixels x images one person may ask for per session")
+    group.add_argument("--budget-usd", type=float, default=None, metavar="X",
+                       help="dollars one person may spend through --engine fal")
+    group.add_argument("--blocklist", default=None, metavar="FILE",
+                       help="words or phrases (one a line) a prompt may not contain")
+    group.add_argument("--state-dir", default=None, metavar="DIR",
+                       help="keep jobs, usage and results in DIR (SQLite) so they survive a "
+                            "restart (default with --roster: a folder under your data dir)")
+    group.add_argument("--keep-results", default=None, metavar="AGE",
+                       help="how long results stay fetchable: 90s, 30m, 1h (default), 2d")
+    group.add_argument("--devices", default=None, metavar="LIST",
+                       help="one engine replica per device, e.g. cuda:0,cuda:1, or all")
+    group.add_argument("--lora-dir", default=None, metavar="DIR",
+                       help="the only folder loras[].path may name files in")
+    group.add_argument("--allow-hub-loras", action="store_true",
+                       help="let loras[].path name Hugging Face hub repos")
+    group.add_argument("--upstream", default=None, metavar="URL",
+                       help="--engine fal: the fal-compatible queue to forward to "
+                            "(default https://queue.fal.run)")
+    group.add_argument("--fal-key-file", default=None, metavar="FILE",
+                       help="--engine fal: read the server's fal key from FILE (default $FAL_KEY)")
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``30m``, ``1h`` or ``2d``; a ValueError naming the text.
+
+    >>> parse_age("1h"), parse_age("90")
+    (3600.0, 90.0)
+    """
+    raw = text.strip().lower()
+    unit = raw[-1:] if raw[-1:] in _AGE_UNITS else "s"
+    number = raw[:-1] if raw[-1:] in _AGE_UNITS else raw
+    try:
+        value = float(number) * _AGE_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{text!r} is not an age (examples: 90s, 30m, 1h, 2d)") from None
+    if not 0 < value <= 30 * 86400:
+        raise ValueError(f"{text!r} must be more than 0 and at most 30 days")
+    return value
+
+
+def class_config(args: argparse.Namespace, usage_error: Callable[[str], NoReturn]) -> dict[str, Any]:
+    """``ServerConfig`` keywords from the class server's flags, or a usage error naming the flag."""
+    config: dict[str, Any] = {}
+    for flag, name, low in (("--max-queued", "max_queued", 1), ("--max-queue", "max_queue", 1)):
+        value = getattr(args, name)
+        if value is not None:
+            if value < low:
+                usage_error(f"fluxnb serve: {flag} must be >= {low}, not {value}")
+            config[name] = value
+    for flag, name in (("--budget-mp", "budget_mp"), ("--budget-usd", "budget_usd")):
+        value = getattr(args, name)
+        if value is not None:
+            if not value > 0 or value != value or value == float("inf"):
+                usage_error(f"fluxnb serve: {flag} must be a number > 0, not {value}")
+            config[name] = value
+    for flag, name in (("--blocklist", "blocklist"), ("--fal-key-file", "fal_key_file")):
+        path = getattr(args, name)
+        if path is not None and not Path(path).is_file():
+            usage_error(f"fluxnb serve: {flag} {path}: no such file")
+    if args.blocklist is not None:
+        config["blocklist"] = args.blocklist
+    if args.keep_results is not None:
+        try:
+            config["keep_results"] = parse_age(args.keep_results)
+        except ValueError as exc:
+            usage_error(f"fluxnb serve: --keep-results {exc}")
+    if args.state_dir is not None:
+        config["state_dir"] = args.state_dir
+    if args.devices is not None:
+        devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
+        if not devices:
+            usage_error("fluxnb serve: --devices needs a list such as cuda:0,cuda:1, or all")
+        config["devices"] = devices
+    if args.lora_dir is not None:
+        if not Path(args.lora_dir).is_dir():
+            usage_error(f"fluxnb serve: --lora-dir {args.lora_dir}: no such folder")
+        config["lora_dir"] = args.lora_dir
+    config["allow_hub_loras"] = bool(args.allow_hub_loras)
+    if args.upstream is not None or args.fal_key_file is not None:
+        if args.engine != "fal":
+            usage_error("fluxnb serve: --upstream and --fal-key-file are options of --engine fal")
+    if args.upstream is not None:
+        if not args.upstream.startswith(("http://", "https://")):
+            usage_error(f"fluxnb serve: --upstream must be an http(s) URL, not {args.upstream!r}")
+        config["upstream"] = args.upstream.rstrip("/")
+    if args.engine == "fal":
+        config["fal_key"] = _fal_key(args, usage_error)
+    return config
+
+
+def _fal_key(args: argparse.Namespace, usage_error: Callable[[str], NoReturn]) -> str:
+    """The gateway's own fal key: ``--fal-key-file`` or ``$FAL_KEY`` (stripped, never printed)."""
+    if args.fal_key_file is not None:
+        try:
+            raw = Path(args.fal_key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            usage_error(f"fluxnb serve: cannot read --fal-key-file {args.fal_key_file}: "
+                        f"{type(exc).__name__}")
+        source = "--fal-key-file"
+    else:
+        raw, source = os.environ.get("FAL_KEY", ""), "FAL_KEY"
+    key = _server_key(raw, source, usage_error)
+    if key is None:
+        usage_error("fluxnb serve: --engine fal needs the server's fal.ai key: set FAL_KEY or "
+                    "pass --fal-key-file FILE")
+    return key
 
 
 def _server_key(value: str | None, source: str,

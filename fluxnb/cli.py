@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import schema
-from ._cli_class import add_class_parser, add_serve_auth_options, run_class, serve_auth
+from ._cli_class import (
+    add_class_parser,
+    add_serve_auth_options,
+    add_serve_class_options,
+    class_config,
+    run_class,
+    serve_auth,
+)
 from ._cli_output import Progress, error_text, interrupted_text
 from ._version import __version__
 
@@ -163,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let image_url/mask_url downloads reach private, loopback and "
                             "link-local addresses (default: public addresses only)")
     add_serve_auth_options(serve)
+    add_serve_class_options(serve)
 
     run = sub.add_parser("run", help="inpaint one image and write a before/mask/after picture",
                          description="Inpaint one image: the masked part is repainted from the "
@@ -239,11 +247,12 @@ def _serve(args: argparse.Namespace) -> int:
         _usage_error("fluxnb serve: --engine diffusers needs --model (a hub id such as "
                      "black-forest-labs/FLUX.1-dev, or a local folder)")
     key, roster = serve_auth(args, _usage_error)
+    extra = class_config(args, _usage_error)
     config = ServerConfig(
         host=args.host, port=args.port, engine=args.engine, workers=args.workers,
         engine_options=options, key=key, roster=roster,
         certfile=args.certfile, keyfile=args.keyfile,
-        allow_private_fetch=args.allow_private_fetch,
+        allow_private_fetch=args.allow_private_fetch, **extra,
     )
     serve(config)
     return 0

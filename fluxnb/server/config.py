@@ -53,6 +53,39 @@ class ServerConfig:
     keepalive_interval: float = 15.0
     #: a class roster CSV (``name,role,token``): each token is a person (see ``server.auth``)
     roster: str | None = None
+    # -- the class server (issue 11); each is a ``fluxnb serve`` flag of the same name ------------
+    #: jobs one person may have waiting (``--max-queued``); None: 4 with a roster, else no limit
+    max_queued: int | None = None
+    #: jobs waiting on the whole server (``--max-queue``); more answer 429
+    max_queue: int = 2000
+    #: megapixels x images one person may ask for per server session (``--budget-mp``)
+    budget_mp: float | None = None
+    #: US dollars one person may spend behind the fal gateway (``--budget-usd``)
+    budget_usd: float | None = None
+    #: a file of words or phrases (one a line) a prompt may not contain (``--blocklist``)
+    blocklist: str | None = None
+    #: where jobs, usage and results survive a restart (``--state-dir``; SQLite + files); None:
+    #: a per-server folder under the user's data dir with a roster, else in memory
+    state_dir: str | None = None
+    #: seconds a finished result stays fetchable (``--keep-results``, default 1 hour like fal)
+    keep_results: float = 3600.0
+    #: the most bytes of result files kept; the oldest go first (``--max-result-bytes``)
+    max_result_bytes: int = 2 * 1024 * _MIB
+    #: one engine replica per device, all fed by the one queue (``--devices cuda:0,cuda:1``)
+    devices: tuple[str, ...] = ()
+    #: the only folder ``loras[].path`` may name files in (``--lora-dir``)
+    lora_dir: str | None = None
+    #: let ``loras[].path`` name Hugging Face hub repos (``--allow-hub-loras``)
+    allow_hub_loras: bool = False
+    #: the fal gateway's upstream queue (``--upstream``; default https://queue.fal.run)
+    upstream: str | None = None
+    #: the fal gateway's own key (``$FAL_KEY`` or ``--fal-key-file``); never shown to anyone
+    fal_key: str | None = field(default=None, repr=False)
+    #: seconds a client has to send a request's headers, then its body (slowloris)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    #: open connections one client address may hold at once
+    max_connections_per_address: int = 128
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -67,7 +100,30 @@ class ServerConfig:
             raise ValueError("certfile and keyfile must be given together")
         if self.key is not None and self.roster is not None:
             raise ValueError("give a key or a roster, not both")
+        if self.max_queued is not None and self.max_queued < 1:
+            raise ValueError(f"max_queued must be >= 1, not {self.max_queued}")
+        if self.max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, not {self.max_queue}")
+        for name in ("budget_mp", "budget_usd"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, not {value}")
+        if not 0 < self.keep_results <= 30 * 86400:
+            raise ValueError(f"keep_results must be in (0, 30 days], not {self.keep_results} s")
+        for name in ("header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.max_connections_per_address < 1:
+            raise ValueError("max_connections_per_address must be >= 1")
         self.app_ids = tuple(self.app_ids)
+        self.devices = tuple(self.devices)
+
+    @property
+    def queued_limit(self) -> int | None:
+        """Jobs one person may have waiting: ``max_queued``, else 4 with a roster, else None."""
+        if self.max_queued is not None:
+            return self.max_queued
+        return 4 if self.roster is not None else None
 
     @property
     def scheme(self) -> str:

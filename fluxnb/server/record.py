@@ -53,6 +53,8 @@ class JobRecord:
     error_body: dict[str, Any] | None = None
     error_headers: dict[str, str] = field(default_factory=dict)
     files_token: str | None = None
+    #: what the job cost upstream (the fal gateway), in US dollars; None elsewhere
+    cost_usd: float | None = None
     version: int = 0
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     # (loop, event, wants_logs): a watcher without logs is not woken by a new log line alone

@@ -60,8 +60,7 @@ class JobService:
     def __init__(self, config: ServerConfig, engine: Engine | None = None, *,
                  store: ResultStore | None = None):
         self.config = config
-        self.engine = engine if engine is not None else create_engine(
-            config.engine, **dict(config.engine_options))
+        self.engine = engine if engine is not None else _make_engine(config)
         self.limits = ImageLimits(max_bytes=config.max_image_bytes,
                                   max_pixels=config.max_image_pixels,
                                   fetch=FetchPolicy(allow_private=config.allow_private_fetch,
@@ -234,6 +233,43 @@ class JobService:
         """(path, content type) of a stored result file, or None."""
         return self.store.file(token, name)
 
+    # -- the class server: pauses, the job list and usage (the dashboard's view) ------------
+
+    def pause(self, owner: str | None = None) -> None:
+        """Hold ``owner``'s queued jobs (None: the whole queue); running jobs finish."""
+        raise NotImplementedError  # the fair scheduler brings it (issue 11)
+
+    def resume(self, owner: str | None = None) -> None:
+        """Let ``owner``'s jobs (None: the whole queue) run again."""
+        raise NotImplementedError
+
+    def paused(self) -> dict[str, Any]:
+        """``{"queue": bool, "owners": sorted names held}``."""
+        return {"queue": False, "owners": []}
+
+    def jobs(self, owner: str | None = None) -> list[JobRecord]:
+        """Every job the service still knows (all owners when ``owner`` is None), oldest first."""
+        with self._lock:
+            return [j for j in self._jobs.values() if owner is None or j.owner == owner]
+
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """Per owner: ``{"queued", "running", "completed", "failed", "megapixels", "usd"}`` and
+        its limits (``max_queued``, ``budget_mp``, ``budget_usd``; None when unlimited)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                row = out.setdefault(str(job.owner), {"queued": 0, "running": 0, "completed": 0,
+                                                      "failed": 0, "megapixels": 0.0, "usd": 0.0})
+                if job.state == IN_QUEUE:
+                    row["queued"] += 1
+                elif job.state == IN_PROGRESS:
+                    row["running"] += 1
+                elif job.error is None:
+                    row["completed"] += 1
+                else:
+                    row["failed"] += 1
+        return out
+
     # -- internals: threads ---------------------------------------------------------------
 
     def _work_loop(self) -> None:
@@ -352,6 +388,7 @@ class JobService:
         job.inference_time = round(outcome.elapsed, 6)
         job.result = outcome.result
         job.files_token = outcome.files_token
+        job.cost_usd = outcome.cost_usd
         self._log_locked(job, f"done in {outcome.elapsed:.3f} s")
         self._complete_locked(job)
         self._outcomes["completed"] += 1
@@ -375,3 +412,8 @@ class JobService:
             old = self._jobs.pop(old_id, None)
             if old is not None:
                 old.files_token = None
+
+
+def _make_engine(config: ServerConfig, device: str | None = None) -> Engine:
+    """The engine ``config`` names (one replica; ``device`` for ``--devices``)."""
+    return create_engine(config.engine, **dict(config.engine_options))

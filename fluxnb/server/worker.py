@@ -49,6 +49,7 @@ class Done:
     result: dict[str, Any]
     files_token: str | None
     elapsed: float
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class Worker:
             return Failed.bad_input(detail, str(exc), exc.error_type)
         except Exception as exc:  # noqa: BLE001 - an engine bug must not kill the worker
             return Failed.engine_failed(ctx.job_id, self.engine.name, exc)
-        return Done(stored.body, stored.files_token, elapsed)
+        return Done(stored.body, stored.files_token, elapsed, output.cost_usd)
 
     def _request(self, params: dict[str, Any], image: Image.Image | None,
                  mask: Image.Image | None, ctx: WorkerContext) -> EngineRequest:

@@ -112,6 +112,8 @@ class EngineOutput:
     has_nsfw_concepts: list[bool] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what the job cost (the fal gateway: output megapixels at the published price), in USD
+    cost_usd: float | None = None
 
 
 class Engine(ABC):
