@@ -415,5 +415,17 @@ class JobService:
 
 
 def _make_engine(config: ServerConfig, device: str | None = None) -> Engine:
-    """The engine ``config`` names (one replica; ``device`` for ``--devices``)."""
-    return create_engine(config.engine, **dict(config.engine_options))
+    """The engine ``config`` names (one replica; ``device`` for ``--devices``), given the class
+    server's options that engine takes: ``device`` and the LoRA rules (diffusers), the upstream
+    and the server's own key (fal)."""
+    options = dict(config.engine_options)
+    if config.engine == "diffusers":
+        if device is not None:
+            options["device"] = device
+        options.setdefault("lora_dir", config.lora_dir)
+        options.setdefault("allow_hub_loras", config.allow_hub_loras)
+    elif config.engine == "fal":
+        if config.upstream is not None:
+            options.setdefault("upstream", config.upstream)
+        options.setdefault("key", config.fal_key)
+    return create_engine(config.engine, **options)
