@@ -126,6 +126,12 @@ def class_config(args: argparse.Namespace, usage_error: Callable[[str], NoReturn
         if path is not None and not Path(path).is_file():
             usage_error(f"fluxnb serve: {flag} {path}: no such file")
     if args.blocklist is not None:
+        from .server.moderation import Blocklist, BlocklistError
+
+        try:  # a bad file is a usage error now, not a traceback at start
+            Blocklist.load(args.blocklist)
+        except BlocklistError as exc:
+            usage_error(f"fluxnb serve: --blocklist {exc}")
         config["blocklist"] = args.blocklist
     if args.keep_results is not None:
         try:

@@ -50,6 +50,16 @@ LAYER_OF: Mapping[str, str] = {
                      "fluxnb.result"], CLIENT),
     "fluxnb.server": SERVER,
     "fluxnb.server.auth": SERVER,  # roster, people, roles: the standard library and nothing else
+    "fluxnb.server.connections": SERVER,  # header/body timeouts, per-address cap (item 10)
+    "fluxnb.server.guard": SERVER,  # the laptop server: own Host, JSON bodies (item 10)
+    "fluxnb.server.moderation": SERVER,  # the --blocklist of prompt words (issue 11, item 6)
+    "fluxnb.server.loras": SERVER,  # which loras[].path are allowed (issue 11, item 10)
+    "fluxnb.server.quota": SERVER,  # quotas, budgets and their ledger (issue 11, item 4)
+    "fluxnb.server.dashboard": SERVER,  # the teacher's dashboard, gallery and login (issue 11)
+    "fluxnb.server.pages": SERVER,      # their HTML, script and stylesheet
+    "fluxnb.server.sessions": SERVER,   # the login cookie's sessions
+    "fluxnb.server.journal": SERVER,  # durable state: jobs, usage, result index in SQLite
+    "fluxnb.server.durable": SERVER,  # the durable result store; where a server keeps state
     **dict.fromkeys(["fluxnb.masks", "fluxnb.display", "fluxnb.widgets", "fluxnb.sweeps"], SURFACE),
     **dict.fromkeys(["fluxnb", "fluxnb.__main__", "fluxnb.cli", "fluxnb._cli_class",
                      "fluxnb._cli_output", "fluxnb.demo",
@@ -63,6 +73,9 @@ EXCEPTIONS: Mapping[tuple[str, str], str] = {
     ("fluxnb.widgets.panel_job", "fluxnb.connect"): "the panel's default client",
     # sweep(None, ...) connects the same way (function-level only)
     ("fluxnb.sweeps.runner", "fluxnb.connect"): "the sweep's default client",
+    # the fal gateway (--engine fal) is a client of fal by design: it forwards jobs upstream
+    # with fluxnb's own queue client rather than a second implementation of the protocol
+    ("fluxnb.server.engines.fal_gateway", "fluxnb.client"): "the gateway's upstream client",
 }
 
 Graph = dict[str, set[str]]

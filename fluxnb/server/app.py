@@ -41,9 +41,13 @@ from .._version import __version__
 from ..protocol import COMPLETED, IN_QUEUE
 from .auth import Auth, Person
 from .config import ServerConfig
+from .dashboard import dashboard_router, session_authorization
+from .guard import LaptopGuard
+from .moderation import Blocklist, moderation_error
+from .quota import QuotaExceeded
 from .service import JobRecord, JobService
 from .store import FILES_PREFIX, absolute_urls
-from .validate import _KEY_HINT, Rejected, Submission, check_key, normal_app_id, parse_submit
+from .validate import _ROSTER_KEY_HINT, Rejected, Submission, check_key, normal_app_id, parse_submit
 
 __all__ = ["RUN_PREFIX", "create_app"]
 
@@ -64,7 +68,7 @@ def _detail(status: int, detail: Any) -> JSONResponse:
 
 async def _rejected(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, Rejected)
-    return JSONResponse(exc.body, status_code=exc.status)
+    return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers or None)
 
 
 def create_app(config: ServerConfig, service: JobService | None = None) -> FastAPI:
@@ -89,8 +93,13 @@ def create_app(config: ServerConfig, service: JobService | None = None) -> FastA
     app.state.auth = Auth(key=config.key, roster_path=config.roster)
     app.state.config = config
     app.state.allowed_apps = {normal_app_id(a) for a in config.app_ids}
+    svc.quota.people = lambda: app.state.auth.people  # quotas: the roster as it is now
+    # moderation: the --blocklist, loaded once here (SIGHUP reloads it: host._reload_on_sighup)
+    app.state.blocklist = Blocklist.load(config.blocklist) if config.blocklist else None
     app.add_middleware(_EngineHeader, engine=svc.engine.name)
+    app.add_middleware(LaptopGuard, config=config)  # laptop server: own Host, JSON only
     app.add_exception_handler(Rejected, _rejected)
+    app.include_router(dashboard_router(_person))  # before _routes: its catch-alls match all
     app.include_router(_routes)
     return app
 
@@ -110,6 +119,8 @@ def _person(request: Request) -> Person:
     """Who the request's ``Authorization: Key <token>`` names, or a 401 saying how to pass one."""
     auth: Auth = request.app.state.auth
     header = request.headers.get("authorization", "")
+    if not header.strip():  # fluxnb's own pages and files also take the login cookie
+        header = session_authorization(request)
     if not auth.has_roster:
         check_key(_config(request).key, header)
     person = auth.identify(header)
@@ -117,9 +128,9 @@ def _person(request: Request) -> Person:
         if not header.strip():
             raise Rejected.detail(401, "This fluxnb server needs your personal token and the "
                                        "request sent none (header 'Authorization: Key <token>'). "
-                                       f"{_KEY_HINT}")
+                                       f"{_ROSTER_KEY_HINT}")
         raise Rejected.detail(401, "No user found for Key ID and Secret: the token sent is not "
-                                   f"on this fluxnb server's roster. {_KEY_HINT}")
+                                   f"on this fluxnb server's roster. {_ROSTER_KEY_HINT}")
     return person
 
 
@@ -141,11 +152,21 @@ async def _submission(request: Request, full_path: str, kind: str) -> tuple[Subm
     svc.count(kind)
     try:
         person = _person(request)
-        return await parse_submit(request, full_path, _config(request), svc.limits,
-                                  request.app.state.allowed_apps), person
+        sub = await parse_submit(request, full_path, _config(request), svc.limits,
+                                 request.app.state.allowed_apps)
+        _moderate(request, svc, sub)
+        return sub, person
     except Rejected:
         svc.count_rejected()
         raise
+
+
+def _moderate(request: Request, svc: JobService, sub: Submission) -> None:
+    """A 422 naming ``prompt`` (counted as moderated) when the prompt holds a blocklisted word."""
+    blocklist: Blocklist | None = request.app.state.blocklist
+    if blocklist is not None and blocklist.matches(str(sub.params.get("prompt", ""))):
+        svc.count_moderated()
+        raise Rejected.detail(422, [moderation_error()])
 
 
 async def _queued(request: Request, full_path: str) -> tuple[Submission, Person]:
@@ -227,9 +248,16 @@ def _status_body(request: Request, job: JobRecord, with_logs: bool) -> dict[str,
 
 
 def _enqueue(svc: JobService, submitted: tuple[Submission, Person]) -> JobRecord:
+    """Queue a checked submit; a job over a quota is a 429 (``Retry-After`` where waiting
+    helps), counted as rejected."""
     sub, person = submitted
-    return svc.submit(sub.app, sub.params, image=sub.image, mask=sub.mask, priority=sub.priority,
-                      start_timeout=sub.start_timeout, ignored=sub.ignored, owner=person.name)
+    try:
+        return svc.submit(sub.app, sub.params, image=sub.image_data, mask=sub.mask_data,
+                          priority=sub.priority, start_timeout=sub.start_timeout,
+                          ignored=sub.ignored, owner=person.name, person=person)
+    except QuotaExceeded as exc:
+        svc.count_rejected()
+        raise Rejected(exc.status, {"detail": exc.detail}, exc.headers) from None
 
 
 def _result(request: Request, job: JobRecord) -> Response:

@@ -58,6 +58,9 @@ class ServerConfig:
     max_queued: int | None = None
     #: jobs waiting on the whole server (``--max-queue``); more answer 429
     max_queue: int = 2000
+    #: pixels (width x height x num_images) of the jobs waiting or running on the whole server;
+    #: a job that would pass it answers 429 (the quota's cap, ``fluxnb.server.quota``)
+    max_queued_pixels: int = 400_000_000
     #: megapixels x images one person may ask for per server session (``--budget-mp``)
     budget_mp: float | None = None
     #: US dollars one person may spend behind the fal gateway (``--budget-usd``)
@@ -104,6 +107,8 @@ class ServerConfig:
             raise ValueError(f"max_queued must be >= 1, not {self.max_queued}")
         if self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, not {self.max_queue}")
+        if self.max_queued_pixels < 1:
+            raise ValueError(f"max_queued_pixels must be >= 1, not {self.max_queued_pixels}")
         for name in ("budget_mp", "budget_usd"):
             value = getattr(self, name)
             if value is not None and not value > 0:

@@ -21,6 +21,7 @@ import uvicorn
 
 from .app import create_app
 from .config import ServerConfig
+from .connections import ConnectionLimits, guarded_protocol, quiet_disconnects, raise_fd_limit
 from .service import JobService
 
 __all__ = ["BackgroundServer", "serve"]
@@ -34,6 +35,8 @@ def _startup_line(config: ServerConfig, service: JobService, port: int, people: 
     engine = service.engine
     line = (f"fluxnb server listening on {config.scheme}://{_host_for_url(config.host)}:{port} "
             f"(host {config.host}, port {port}) engine={engine.name} workers={config.workers}")
+    if config.devices:  # one engine replica per device (--devices), workers= per replica
+        line += " devices=" + ",".join(str(r["device"]) for r in service.replicas())
     if not engine.generative:
         line += f"; {engine.name} is a preview engine, not a generative model"
     if config.key is not None:
@@ -44,15 +47,24 @@ def _startup_line(config: ServerConfig, service: JobService, port: int, people: 
     return line
 
 
-def _reload_on_sighup(auth: Any) -> None:
-    """``kill -HUP <pid>`` re-reads the roster; a bad file is logged and the old roster stays."""
+def _reload_on_sighup(auth: Any, blocklist: Any = None) -> None:
+    """``kill -HUP <pid>`` re-reads the roster (and the ``--blocklist``); a bad file is logged
+    and the old one stays."""
     def reload(_signum: int, _frame: Any) -> None:
-        try:
-            count = auth.reload()
-        except ValueError as exc:
-            logger.error("roster not reloaded (the old one stays): %s", exc)
-        else:
-            logger.info("roster reloaded: %d people", count)
+        if getattr(auth, "roster_path", None) is not None:
+            try:
+                count = auth.reload()
+            except ValueError as exc:
+                logger.error("roster not reloaded (the old one stays): %s", exc)
+            else:
+                logger.info("roster reloaded: %d people", count)
+        if blocklist is not None:  # moderation (issue 11, item 6)
+            try:
+                entries = blocklist.reload()
+            except ValueError as exc:
+                logger.error("blocklist not reloaded (the old one stays): %s", exc)
+            else:
+                logger.info("blocklist reloaded: %d entries", entries)
 
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, reload)
@@ -83,8 +95,11 @@ def _host_for_url(host: str) -> str:
 
 
 def _uvicorn_config(app: Any, config: ServerConfig, **extra: Any) -> uvicorn.Config:
-    return uvicorn.Config(app, host=config.host, port=config.port,
+    """uvicorn's settings, with the connection limits of :mod:`.connections` (TLS or not)."""
+    raise_fd_limit()
+    return uvicorn.Config(quiet_disconnects(app), host=config.host, port=config.port,
                           ssl_certfile=config.certfile, ssl_keyfile=config.keyfile,
+                          http=guarded_protocol(ConnectionLimits.of(config)), ws="none",
                           lifespan="on", timeout_graceful_shutdown=2, **extra)
 
 
@@ -213,8 +228,8 @@ def serve(config: ServerConfig | None = None) -> None:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     app = create_app(config)
-    if config.roster is not None:
-        _reload_on_sighup(app.state.auth)
+    if config.roster is not None or app.state.blocklist is not None:
+        _reload_on_sighup(app.state.auth, app.state.blocklist)
     logger.info(_startup_line(config, app.state.service, config.port, len(app.state.auth.people)))
     for warning in _exposure_warnings(config):
         logger.warning(warning)

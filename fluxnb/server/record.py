@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from PIL import Image
-
 from ..protocol import COMPLETED, IN_QUEUE, LogEntry
 
 __all__ = ["JobRecord", "elide_data_uri", "now_iso"]
@@ -30,7 +28,8 @@ def now_iso() -> str:
 @dataclass(eq=False)
 class JobRecord:
     """One request: inputs, state, logs and (once COMPLETED) a result or an error. ``owner`` is
-    who submitted it (None until the server knows its users)."""
+    who submitted it (None until the server knows its users). ``restarts`` counts the server
+    restarts that interrupted it while it ran (a durable server reruns such a job once)."""
 
     id: str
     app: str
@@ -38,8 +37,10 @@ class JobRecord:
     owner: str | None = None
     priority: int = 0
     seq: int = 0
-    image: Image.Image | None = None
-    mask: Image.Image | None = None
+    #: a data-URI input's encoded bytes, kept compressed while queued (the worker decodes them);
+    #: None for an http(s) input, which the worker downloads
+    image_data: bytes | None = None
+    mask_data: bytes | None = None
     deadline: float | None = None
     state: str = IN_QUEUE
     logs: list[LogEntry] = field(default_factory=list)
@@ -55,6 +56,7 @@ class JobRecord:
     files_token: str | None = None
     #: what the job cost upstream (the fal gateway), in US dollars; None elsewhere
     cost_usd: float | None = None
+    restarts: int = 0
     version: int = 0
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     # (loop, event, wants_logs): a watcher without logs is not woken by a new log line alone

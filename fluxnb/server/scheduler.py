@@ -1,6 +1,7 @@
-"""Which queued job runs next: the one place that decides (fal's order today: priority, then
-arrival). A fair scheduler (turns per owner, quotas) replaces :class:`FifoScheduler` without
-touching the job service's state changes or the routes.
+"""Which queued job runs next: the one place that decides. :class:`FairScheduler` gives turns
+per owner by virtual finish tags (weighted fair queuing), ``priority`` first (fal's
+``X-Fal-Queue-Priority: low`` runs after every normal job). One owner (the laptop server's None)
+is plain FIFO.
 
 >>> from dataclasses import dataclass
 >>> @dataclass(eq=False)
@@ -8,26 +9,36 @@ touching the job service's state changes or the routes.
 ...     priority: int
 ...     seq: int
 ...     owner: str | None = None
->>> queue: FifoScheduler[Item] = FifoScheduler()
->>> low, first, second = Item(1, 1), Item(0, 2), Item(0, 3)
->>> for item in (low, first, second):
+>>> queue: FairScheduler[Item] = FairScheduler()
+>>> flood = [Item(0, i, "bob") for i in range(1, 4)]
+>>> for item in flood:
 ...     queue.add(item)
->>> queue.position(second), queue.next() is first, len(queue)
-(1, True, 2)
+>>> quiet = Item(0, 4, "ada")
+>>> queue.add(quiet)
+>>> queue.position(quiet), queue.next() is flood[0], queue.next() is quiet, len(queue)
+(1, True, True, 2)
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
-from typing import Generic, Protocol, TypeVar
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["FifoScheduler", "Schedulable"]
+from ..schema import INPUT_FIELDS, resolve_image_size
+
+__all__ = ["FairScheduler", "FifoScheduler", "Schedulable", "work_units"]
+
+_DEFAULT_STEPS = int(INPUT_FIELDS["num_inference_steps"].default or 28)
+_DEFAULT_IMAGES = int(INPUT_FIELDS["num_images"].default or 1)
+_ONE_MP = (1000, 1000)
+_MIN_COST = 1e-9
 
 
 class Schedulable(Protocol):
     """What a scheduler may look at: ``priority`` (0 = normal, 1 = low), the arrival number
-    ``seq`` and the ``owner`` (None until per-user identity exists)."""
+    ``seq`` and the ``owner`` (None: the one owner of a laptop server)."""
 
     @property
     def priority(self) -> int: ...
@@ -40,44 +51,204 @@ class Schedulable(Protocol):
 
 
 JobT = TypeVar("JobT", bound=Schedulable)
+# (priority, virtual finish tag, arrival seq, the scheduler's own number): unique, sortable
+_Key = tuple[int, float, int, int]
 
 
-class FifoScheduler(Generic[JobT]):
-    """The queue in run order: priority first, then arrival. Not thread-safe: the job service
-    calls it with its lock held."""
+def work_units(params: Mapping[str, Any], input_size: tuple[int, int] | None = None) -> float:
+    """A job's cost: megapixels x steps x images. The size is ``image_size`` when given, else
+    ``input_size`` (the decoded input), else 1 MP; steps and images default as fal's do.
 
-    def __init__(self) -> None:
-        self._queue: list[JobT] = []
+    >>> round(work_units({"image_size": "square", "num_inference_steps": 10, "num_images": 2}), 3)
+    5.243
+    >>> work_units({})
+    28.0
+    """
+    try:
+        width, height = resolve_image_size(params.get("image_size"), input_size or _ONE_MP)
+        megapixels = width * height / 1e6
+    except (KeyError, TypeError, ValueError, AttributeError):
+        megapixels = 1.0
+    steps = _positive(params.get("num_inference_steps"), _DEFAULT_STEPS)
+    images = _positive(params.get("num_images"), _DEFAULT_IMAGES)
+    cost = megapixels * steps * images
+    return cost if math.isfinite(cost) and cost > 0 else 1.0
+
+
+def _positive(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+
+
+class FairScheduler(Generic[JobT]):
+    """The queue in run order: priority, then each owner's virtual finish tag, then arrival.
+
+    A job's tag is ``max(virtual time, the owner's last queued tag) + cost`` (``cost(job)``,
+    default 1); the virtual time is the tag of the last job dispatched. So an owner with 100 jobs
+    queued takes turns with one who just arrived, who waits about one job. Positions are ranks
+    in sorted lists (C-level bisect): add, remove, next and position are O(log N) plus a memmove.
+
+    Pauses: a paused owner's jobs stay queued but move behind every other job, and ``next()``
+    skips them; their position counts every runnable job first, then the held ones in their
+    order (what would run if nothing else changed and the pause were lifted last). On resume
+    they are tagged again from the current virtual time, as if they had just arrived (no burst
+    of catch-up turns). A paused queue dispatches nothing; positions stay the order it will
+    resume in. Not thread-safe: the job service calls it with its lock held.
+    """
+
+    def __init__(self, cost: Callable[[JobT], float] | None = None) -> None:
+        self._cost = cost
+        self._ready = _SortedKeys()
+        self._held = _SortedKeys()
+        self._jobs: dict[int, JobT] = {}
+        self._where: dict[JobT, tuple[_Key, bool]] = {}  # job -> (key, held)
+        self._by_owner: dict[str | None, dict[JobT, None]] = {}
+        self._clock: dict[int, float] = {}  # per priority: tag of the last job dispatched
+        self._last: dict[tuple[int, str | None], float] = {}  # per (priority, owner) queued
+        self._count: dict[tuple[int, str | None], int] = {}
+        self._paused_owners: set[str] = set()
+        self._paused_all = False
+        self._n = 0
+
+    # -- the queue ------------------------------------------------------------------------
 
     def add(self, job: JobT) -> None:
-        """Queue ``job`` behind every job of its priority that arrived before it."""
-        bisect.insort(self._queue, job, key=_order)
+        """Queue ``job`` at its owner's next turn (behind the owner's earlier jobs)."""
+        key = self._tag(job)
+        held = job.owner is not None and job.owner in self._paused_owners
+        (self._held if held else self._ready).add(key)
+        self._jobs[key[3]] = job
+        self._where[job] = (key, held)
+        self._by_owner.setdefault(job.owner, {})[job] = None
 
     def remove(self, job: JobT) -> None:
         """Take ``job`` out of the queue (cancelled or timed out); a no-op when it is not in it."""
-        try:
-            self._queue.remove(job)
-        except ValueError:
-            pass
+        entry = self._where.get(job)
+        if entry is not None:
+            key, held = entry
+            (self._held if held else self._ready).discard(key)
+            self._forget(job, key)
 
     def next(self) -> JobT | None:
-        """Take the job that runs next out of the queue, or None when the queue is empty."""
-        return self._queue.pop(0) if self._queue else None
+        """Take the job that runs next out of the queue; None when none may run (empty, every
+        queued owner paused, or the queue paused)."""
+        if self._paused_all or not self._ready:
+            return None
+        key = self._ready.pop_first()
+        job = self._jobs[key[3]]
+        self._clock[key[0]] = max(self._clock.get(key[0], 0.0), key[1])
+        self._forget(job, key)
+        return job
 
     def position(self, job: JobT) -> int:
-        """0-based place of ``job`` in the run order (0 = next); 0 when it is not queued."""
-        try:
-            return self._queue.index(job)
-        except ValueError:
+        """How many queued jobs go before ``job`` in the current order (0 = next; a held job
+        counts every runnable one first); 0 when it is not queued."""
+        entry = self._where.get(job)
+        if entry is None:
             return 0
+        key, held = entry
+        if held:
+            return len(self._ready) + self._held.rank(key)
+        return self._ready.rank(key)
+
+    # -- pauses ---------------------------------------------------------------------------
+
+    def pause(self, owner: str | None = None) -> None:
+        """Hold ``owner``'s queued (and later) jobs; None holds the whole queue."""
+        if owner is None:
+            self._paused_all = True
+            return
+        self._paused_owners.add(owner)
+        for job in list(self._by_owner.get(owner, {})):
+            key, held = self._where[job]
+            if not held:
+                self._ready.discard(key)
+                self._held.add(key)
+                self._where[job] = (key, True)
+
+    def resume(self, owner: str | None = None) -> None:
+        """Let ``owner``'s jobs (None: the queue) run again; an owner's are tagged anew."""
+        if owner is None:
+            self._paused_all = False
+            return
+        self._paused_owners.discard(owner)
+        jobs = sorted(self._by_owner.get(owner, {}), key=lambda j: self._where[j][0])
+        for job in jobs:
+            self.remove(job)
+        for job in jobs:
+            self.add(job)
+
+    def paused(self) -> dict[str, Any]:
+        """``{"queue": bool, "owners": sorted names held}``."""
+        return {"queue": self._paused_all, "owners": sorted(self._paused_owners)}
 
     def __iter__(self) -> Iterator[JobT]:
-        """The queued jobs in run order (a copy: the caller may remove while iterating)."""
-        return iter(list(self._queue))
+        """The queued jobs in run order, held ones last (a copy: the caller may remove)."""
+        return iter([self._jobs[key[3]] for key in [*self._ready.keys(), *self._held.keys()]])
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._ready) + len(self._held)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _tag(self, job: JobT) -> _Key:
+        slot = (job.priority, job.owner)
+        cost = float(self._cost(job)) if self._cost is not None else 1.0
+        if not (math.isfinite(cost) and cost > _MIN_COST):
+            cost = 1.0 if not math.isfinite(cost) else _MIN_COST
+        finish = max(self._clock.get(job.priority, 0.0), self._last.get(slot, 0.0)) + cost
+        self._last[slot] = finish
+        self._count[slot] = self._count.get(slot, 0) + 1
+        self._n += 1
+        return (job.priority, finish, job.seq, self._n)
+
+    def _forget(self, job: JobT, key: _Key) -> None:
+        del self._jobs[key[3]], self._where[job]
+        mine = self._by_owner[job.owner]
+        del mine[job]
+        if not mine:
+            del self._by_owner[job.owner]
+        slot = (job.priority, job.owner)
+        self._count[slot] -= 1
+        if not self._count[slot]:  # nothing queued: the owner's next job starts at the clock
+            del self._count[slot], self._last[slot]
 
 
-def _order(job: Schedulable) -> tuple[int, int]:
-    return (job.priority, job.seq)
+class _SortedKeys:
+    """Unique keys kept sorted (C-level bisect), stored smallest-last so taking the first is
+    O(1); negated so the list itself is ascending."""
+
+    def __init__(self) -> None:
+        self._neg: list[tuple[int, float, int, int]] = []
+
+    def add(self, key: _Key) -> None:
+        bisect.insort(self._neg, _negate(key))
+
+    def discard(self, key: _Key) -> None:
+        neg = _negate(key)
+        i = bisect.bisect_left(self._neg, neg)
+        if i < len(self._neg) and self._neg[i] == neg:
+            del self._neg[i]
+
+    def pop_first(self) -> _Key:
+        return _negate(self._neg.pop())
+
+    def rank(self, key: _Key) -> int:
+        """How many keys sort before ``key`` (which is in the set)."""
+        return len(self._neg) - 1 - bisect.bisect_left(self._neg, _negate(key))
+
+    def keys(self) -> list[_Key]:
+        return [_negate(k) for k in reversed(self._neg)]
+
+    def __len__(self) -> int:
+        return len(self._neg)
+
+    def __bool__(self) -> bool:
+        return bool(self._neg)
+
+
+def _negate(key: _Key) -> _Key:
+    return (-key[0], -key[1], -key[2], -key[3])
+
+
+#: The name of the arrival-order queue this replaced: with one owner the order is the same.
+FifoScheduler = FairScheduler

@@ -3,7 +3,7 @@ the stats of one server.
 
 Knows nothing about HTTP: the app turns requests into :meth:`JobService.submit` /
 :meth:`JobService.cancel` calls and jobs into status bodies. Three seams keep the policy apart:
-a :class:`~fluxnb.server.scheduler.FifoScheduler` decides which job runs next, a
+a :class:`~fluxnb.server.scheduler.FairScheduler` decides which job runs next, a
 :class:`~fluxnb.server.worker.Worker` runs it and a :class:`~fluxnb.server.store.ResultStore`
 keeps its output. Worker threads wake asyncio listeners (SSE streams) through
 :meth:`JobService.watch` without polling.
@@ -18,6 +18,7 @@ keeps its output. Worker threads wake asyncio listeners (SSE streams) through
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import threading
 import time
@@ -30,22 +31,28 @@ from typing import Any
 from PIL import Image
 
 from ..protocol import COMPLETED, IN_PROGRESS, IN_QUEUE, LogEntry
+from .auth import Person
 from .config import ServerConfig
+from .durable import recover, state_for
 from .engines import Engine, create_engine
 from .inputs import FetchPolicy, ImageLimits
+from .quota import Quota, QuotaExceeded, requested_size
 from .record import JobRecord, elide_data_uri, now_iso
-from .scheduler import FifoScheduler
-from .store import InMemoryResultStore, ResultStore
+from .replicas import Replica, input_size, resolve_devices
+from .scheduler import FairScheduler, work_units
+from .store import ResultStore, encode_image
 from .worker import Done, Failed, Outcome, Worker, WorkerContext
 
 __all__ = ["JobRecord", "JobService"]
 
 logger = logging.getLogger("fluxnb.server")
 _REAP_WAIT_MAX = 3600.0  # the timeout thread wakes at least this often (threading's waits overflow)
+_REAP_BATCH = 32  # expired jobs failed per hold of the lock (~ms; others get it in between)
 
 _PRIORITIES = {"normal": 0, "low": 1}
 _REQUEST_KINDS = ("submit", "run", "status", "stream", "result", "cancel", "files")
-_JOB_OUTCOMES = ("submitted", "completed", "failed", "cancelled", "timed_out", "rejected")
+_JOB_OUTCOMES = ("submitted", "completed", "failed", "cancelled", "timed_out", "rejected",
+                 "moderated")  # moderated: refused by the blocklist (also counted as rejected)
 _OUTCOMES = {"request_cancelled": "cancelled", "request_timeout": "timed_out"}  # by error_type
 
 
@@ -60,41 +67,71 @@ class JobService:
     def __init__(self, config: ServerConfig, engine: Engine | None = None, *,
                  store: ResultStore | None = None):
         self.config = config
-        self.engine = engine if engine is not None else _make_engine(config)
+        # -- queue and replicas (issue 11, items 3 and 9) --
+        devices = resolve_devices(config.devices) if engine is None else (None,)
+        engines = [engine] if engine is not None else [_make_engine(config, d) for d in devices]
+        self.engine = engines[0]  # the first replica: what info() and the startup line show
         self.limits = ImageLimits(max_bytes=config.max_image_bytes,
                                   max_pixels=config.max_image_pixels,
                                   fetch=FetchPolicy(allow_private=config.allow_private_fetch,
                                                     allow_loopback=config.fetch_allow_loopback))
-        self.store: ResultStore = store if store is not None else InMemoryResultStore(
-            config.max_results)
-        self._worker = Worker(self.engine, self.store, self.limits, config.fetch_timeout)
+        # durable state (issue 11, item 8): a journal and durable results, or all in memory
+        self.journal, default_store = state_for(config) if store is None else (None, store)
+        self.store: ResultStore = default_store
+        self._stopped = threading.Event()  # wakes the keep-results thread at stop()
+        self._replicas = [
+            Replica(e, Worker(e, self.store, self.limits, config.fetch_timeout),
+                    threading.BoundedSemaphore(_slots(config.workers, e)), device)
+            for e, device in zip(engines, devices, strict=True)]
+        self._worker = self._replicas[0].worker
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._reap = threading.Condition(self._lock)
         self._jobs: dict[str, JobRecord] = {}
-        self._queue: FifoScheduler[JobRecord] = FifoScheduler()
+        self._queue: FairScheduler[JobRecord] = FairScheduler(_job_cost)
+        self._deadlines: list[tuple[float, int, JobRecord]] = []  # a heap; lazy deletion
+        self._watched: set[JobRecord] = set()  # jobs with watchers: woken on position changes
         self._running: set[JobRecord] = set()
         self._seq = 0
         self._stopping = False
         self._threads: list[threading.Thread] = []
-        slots = config.workers
-        if self.engine.max_concurrency is not None:
-            slots = max(1, min(slots, self.engine.max_concurrency))
-        self._slots = threading.BoundedSemaphore(slots)
+        self._slots = self._replicas[0].slots
+        # -- end queue and replicas --
         self._requests = dict.fromkeys(_REQUEST_KINDS, 0)
         self._outcomes = dict.fromkeys(_JOB_OUTCOMES, 0)
+        # -- quotas and budgets (issue 11, item 4; fluxnb.server.quota) --
+        self.quota = Quota(config)
+        self.quota.slots = max(1, config.workers) * len(self._replicas)
+        self._outcomes["over_quota"] = 0  # submits refused with a 429 (also counted as rejected)
+        # -- end quotas --
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the engine, open the store and start the worker and timeout threads."""
-        self.engine.load()
+        """Load the engines (one replica per device), open the store and start the worker
+        threads (``config.workers`` per replica) and the timeout thread."""
+        for replica in self._replicas:
+            replica.engine.load()
+        if self.journal is not None:
+            self.journal.open()
         self.store.open()
         self._stopping = False
-        targets = [(self._work_loop, f"fluxnb-worker-{i}") for i in range(self.config.workers)]
-        for target, name in [*targets, (self._reaper, "fluxnb-timeouts")]:
-            self._threads.append(threading.Thread(target=target, name=name, daemon=True))
+        self._stopped.clear()
+        self._reload()
+        many = len(self._replicas) > 1
+        targets: list[tuple[Any, str, tuple[Any, ...]]] = [
+            (self._work_loop, f"fluxnb-worker-{r}-{i}" if many else f"fluxnb-worker-{i}",
+             (replica,))
+            for r, replica in enumerate(self._replicas) for i in range(self.config.workers)]
+        targets.append((self._expire_loop, "fluxnb-results", ()))  # keep-results eviction
+        for target, name, args in [*targets, (self._reaper, "fluxnb-timeouts", ())]:
+            self._threads.append(threading.Thread(target=target, name=name, args=args,
+                                                  daemon=True))
             self._threads[-1].start()
+        if self.config.devices:
+            logger.info("%d engine replicas on devices %s, %d worker(s) each",
+                        len(self._replicas), ",".join(str(r.device) for r in self._replicas),
+                        self.config.workers)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel running jobs, stop the threads and close the store (deleting result files)."""
@@ -104,11 +141,14 @@ class JobService:
                 job.cancel_requested.set()
             self._work.notify_all()
             self._reap.notify_all()
+        self._stopped.set()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
         self.store.close()
+        if self.journal is not None:  # queued and running jobs stay in it for the next start
+            self.journal.close()
 
     # -- stats ----------------------------------------------------------------------------
 
@@ -122,6 +162,13 @@ class JobService:
         with self._lock:
             self._outcomes["rejected"] += 1
 
+    # -- moderation (issue 11, item 6) --
+    def count_moderated(self) -> None:
+        """Count a submit whose prompt the blocklist refused (the app counts it as rejected too)."""
+        with self._lock:
+            self._outcomes["moderated"] += 1
+    # -- end moderation --
+
     @property
     def stats(self) -> dict[str, Any]:
         """A snapshot: ``{"requests": {...}, "jobs": {...}, "queued": n, "running": n, "stored": n}``."""
@@ -132,18 +179,23 @@ class JobService:
 
     # -- submit / look up / cancel --------------------------------------------------------
 
-    def submit(self, app: str, params: dict[str, Any], *, image: Image.Image | None = None,
-               mask: Image.Image | None = None, priority: str = "normal",
+    def submit(self, app: str, params: dict[str, Any], *, image: bytes | Image.Image | None = None,
+               mask: bytes | Image.Image | None = None, priority: str = "normal",
                start_timeout: float | None = None, ignored: list[str] | None = None,
-               owner: str | None = None) -> JobRecord:
-        """Queue a job for ``owner``. ``image``/``mask`` are pre-decoded data-URI inputs; when
-        None the worker downloads ``params["image_url"]`` / ``params["mask_url"]``."""
+               owner: str | None = None, person: Person | None = None) -> JobRecord:
+        """Queue a job for ``owner``. ``image``/``mask`` are checked data-URI inputs, as their
+        encoded bytes (an image is kept as PNG): the queued job holds them compressed and the
+        worker decodes them; when None it downloads ``params["image_url"]`` / ``["mask_url"]``.
+        ``person`` (who asks, as the roster has them now) brings the per-person limits; a job
+        over a limit raises :class:`~fluxnb.server.quota.QuotaExceeded` and is not queued."""
+        size = requested_size(params, image)  # quotas: before the data URI is elided
         params = dict(params)
-        for name, decoded in (("image_url", image), ("mask_url", mask)):
-            if decoded is not None:  # keep a short note, not megabytes of base64, per stored job
+        for name, given in (("image_url", image), ("mask_url", mask)):
+            if given is not None:  # keep a short note, not megabytes of base64, per stored job
                 params[name] = elide_data_uri(str(params.get(name, "")))
-        job = JobRecord(id=str(uuid.uuid4()), app=app, params=params, owner=owner, image=image,
-                        mask=mask, priority=_PRIORITIES.get(priority, 0))
+        job = JobRecord(id=str(uuid.uuid4()), app=app, params=params, owner=owner,
+                        image_data=_encoded(image), mask_data=_encoded(mask),
+                        priority=_PRIORITIES.get(priority, 0))
         if start_timeout is not None:
             job.deadline = job.submitted_at + start_timeout
         line = f"engine: {self.engine.info().get('name', self.engine.name)}"
@@ -156,6 +208,12 @@ class JobService:
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the server is stopping")
+            try:  # quotas: admission, before the job is queued
+                self.quota.admit(job.id, owner, size, person=person, waiting=len(self._queue),
+                                 is_waiting=lambda: job.state == IN_QUEUE)
+            except QuotaExceeded:
+                self._outcomes["over_quota"] += 1
+                raise
             self._seq += 1
             job.seq = self._seq
             self._jobs[job.id] = job
@@ -164,7 +222,9 @@ class JobService:
             self._touch_queued()
             self._work.notify()
             if job.deadline is not None:
+                self._push_deadline_locked(job)
                 self._reap.notify()
+            self._journal_locked(job)
         return job
 
     def get(self, request_id: str) -> JobRecord | None:
@@ -223,11 +283,14 @@ class JobService:
         key = (asyncio.get_running_loop(), event, logs)
         with self._lock:
             job._watchers.add(key)
+            self._watched.add(job)
         try:
             yield event
         finally:
             with self._lock:
                 job._watchers.discard(key)
+                if not job._watchers:
+                    self._watched.discard(job)
 
     def file(self, token: str, name: str) -> tuple[Path, str] | None:
         """(path, content type) of a stored result file, or None."""
@@ -236,16 +299,36 @@ class JobService:
     # -- the class server: pauses, the job list and usage (the dashboard's view) ------------
 
     def pause(self, owner: str | None = None) -> None:
-        """Hold ``owner``'s queued jobs (None: the whole queue); running jobs finish."""
-        raise NotImplementedError  # the fair scheduler brings it (issue 11)
+        """Hold ``owner``'s queued jobs (None: the whole queue); running jobs finish.
+
+        Held jobs stay queued (and may still time out or be cancelled). Their
+        ``queue_position`` counts every runnable job first, then the held ones in their order;
+        a paused queue keeps the positions it will resume with (see
+        :class:`~fluxnb.server.scheduler.FairScheduler`).
+
+        >>> # service.pause("bob"); service.paused() == {"queue": False, "owners": ["bob"]}
+        """
+        with self._lock:
+            self._queue.pause(owner)
+            self._touch_queued()
 
     def resume(self, owner: str | None = None) -> None:
-        """Let ``owner``'s jobs (None: the whole queue) run again."""
-        raise NotImplementedError
+        """Let ``owner``'s jobs (None: the whole queue) run again; idle workers wake up. A
+        resumed owner's jobs take their turns from now on (no catch-up burst)."""
+        with self._lock:
+            self._queue.resume(owner)
+            self._touch_queued()
+            self._work.notify_all()
 
     def paused(self) -> dict[str, Any]:
         """``{"queue": bool, "owners": sorted names held}``."""
-        return {"queue": False, "owners": []}
+        with self._lock:
+            return self._queue.paused()
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """One ``{"device", "engine", "done", "running"}`` per engine replica (``--devices``)."""
+        with self._lock:
+            return [r.info() for r in self._replicas]
 
     def jobs(self, owner: str | None = None) -> list[JobRecord]:
         """Every job the service still knows (all owners when ``owner`` is None), oldest first."""
@@ -253,28 +336,19 @@ class JobService:
             return [j for j in self._jobs.values() if owner is None or j.owner == owner]
 
     def usage(self) -> dict[str, dict[str, Any]]:
-        """Per owner: ``{"queued", "running", "completed", "failed", "megapixels", "usd"}`` and
-        its limits (``max_queued``, ``budget_mp``, ``budget_usd``; None when unlimited)."""
-        out: dict[str, dict[str, Any]] = {}
+        """Per owner, every roster person included: ``{"queued", "running", "completed",
+        "failed", "megapixels", "usd"}`` and its limits (``max_queued``, ``budget_mp``,
+        ``budget_usd``; None when unlimited). Megapixels and dollars are this server session's
+        (the :class:`~fluxnb.server.quota.Ledger`; evicting old jobs does not reset them)."""
         with self._lock:
-            for job in self._jobs.values():
-                row = out.setdefault(str(job.owner), {"queued": 0, "running": 0, "completed": 0,
-                                                      "failed": 0, "megapixels": 0.0, "usd": 0.0})
-                if job.state == IN_QUEUE:
-                    row["queued"] += 1
-                elif job.state == IN_PROGRESS:
-                    row["running"] += 1
-                elif job.error is None:
-                    row["completed"] += 1
-                else:
-                    row["failed"] += 1
-        return out
+            return self.quota.usage(list(self._jobs.values()))
 
     # -- internals: threads ---------------------------------------------------------------
 
-    def _work_loop(self) -> None:
+    def _work_loop(self, replica: Replica | None = None) -> None:
+        replica = replica if replica is not None else self._replicas[0]
         while True:
-            if not self._slots.acquire(timeout=0.25):
+            if not replica.slots.acquire(timeout=0.25):
                 if self._stopping:
                     return
                 continue
@@ -282,20 +356,21 @@ class JobService:
                 job = self._next_job()
                 if job is None:
                     return
-                survived = self._run(job)
+                survived = self._run(job, replica)
             finally:
-                self._slots.release()
+                replica.slots.release()
             if not survived:
-                self._replace_worker()
+                self._replace_worker(replica)
                 return
 
-    def _replace_worker(self) -> None:
+    def _replace_worker(self, replica: Replica | None = None) -> None:
         """Start a fresh worker thread in place of the calling one, which ends."""
         with self._lock:
             if self._stopping:
                 return
             name = threading.current_thread().name
-            thread = threading.Thread(target=self._work_loop, name=name, daemon=True)
+            thread = threading.Thread(target=self._work_loop, name=name, args=(replica,),
+                                      daemon=True)
             self._threads.append(thread)
         logger.warning("worker thread %s died; a new one takes its place", name)
         thread.start()
@@ -312,66 +387,94 @@ class JobService:
                     continue
                 if job.deadline is not None and time.monotonic() >= job.deadline:
                     self._fail_locked(job, Failed.timed_out())
+                    self._touch_queued()
                     continue
                 job.state = IN_PROGRESS
                 job.started_at = time.monotonic()
                 self._running.add(job)
+                self._journal_locked(job, usage=False)
                 job._touch()
                 self._touch_queued()
                 return job
 
-    def _run(self, job: JobRecord) -> bool:
+    def _run(self, job: JobRecord, replica: Replica | None = None) -> bool:
         """Run ``job`` and settle it; False when the engine raised a BaseException (SystemExit,
         KeyboardInterrupt, ...): the job fails with ``worker_died`` and this thread is replaced."""
         ctx = WorkerContext(job.id, job.cancel_requested,
                             lambda message, level: self.log(job, message, level))
         survived = True
+        replica = replica if replica is not None else self._replicas[0]
         try:
             try:
-                outcome = self._worker.run(job.params, job.image, job.mask, ctx)
+                with self._lock:
+                    replica.running.add(job)
+                outcome = replica.worker.run(job.params, job.image_data, job.mask_data, ctx)
             except BaseException as exc:  # noqa: BLE001 - the worker only catches Exception
                 survived = False
-                outcome = Failed.engine_failed(job.id, self.engine.name, exc,
+                outcome = Failed.engine_failed(job.id, replica.engine.name, exc,
                                                error_type="worker_died",
                                                what="the worker running this job died")
             with self._lock:
                 self._settle_locked(job, outcome)
         finally:
-            job.image = job.mask = None
+            job.image_data = job.mask_data = None
             with self._lock:
                 self._running.discard(job)
+                replica.running.discard(job)
+                replica.done += 1
         return survived
 
     def _reaper(self) -> None:
-        with self._lock:
-            while not self._stopping:
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
                 wait: float | None = 1.0  # after a failure: log it, go on a second later
                 try:
                     wait = self._reap_locked()
                 except Exception:  # noqa: BLE001 - the timeout thread must outlive any bug
                     logger.exception("the timeout thread failed; it goes on")
-                self._reap.wait(wait)
+                if wait != 0.0:
+                    self._reap.wait(wait)
+                    continue
+            time.sleep(0)  # a full batch done: let the requests waiting for the lock in first
 
     def _reap_locked(self) -> float | None:
-        """Fail the queued jobs past their deadline; seconds until the next one (None: none)."""
+        """Fail up to one batch of queued jobs past their deadline (a heap of deadlines, stale
+        entries dropped as they surface); seconds until the next one (0: more are due now,
+        None: no deadline left). The queued jobs' watchers are woken once per batch."""
         now = time.monotonic()
-        nearest: float | None = None
-        for job in self._queue:
-            if job.deadline is None:
-                continue
-            if job.deadline <= now:
-                self._queue.remove(job)
-                self._fail_locked(job, Failed.timed_out())
-                self._touch_queued()
-            elif nearest is None or job.deadline < nearest:
-                nearest = job.deadline
-        return None if nearest is None else min(max(0.0, nearest - now), _REAP_WAIT_MAX)
+        heap, failed = self._deadlines, 0
+        while heap and heap[0][0] <= now and failed < _REAP_BATCH:
+            _deadline, _seq, job = heapq.heappop(heap)
+            if job.state != IN_QUEUE:
+                continue  # started, cancelled or already failed: a stale entry
+            self._queue.remove(job)
+            self._fail_locked(job, Failed.timed_out())
+            failed += 1
+        if failed:
+            self._touch_queued()
+        if not heap:
+            return None
+        return min(max(0.0, heap[0][0] - now), _REAP_WAIT_MAX)
+
+    def _push_deadline_locked(self, job: JobRecord) -> None:
+        """Note ``job``'s deadline for the reaper; the heap is rebuilt from the queued jobs
+        when stale entries outnumber them (amortised O(log N) per job)."""
+        assert job.deadline is not None
+        if len(self._deadlines) > 2 * len(self._queue) + 64:
+            self._deadlines = [e for e in self._deadlines if e[2].state == IN_QUEUE]
+            heapq.heapify(self._deadlines)
+        heapq.heappush(self._deadlines, (job.deadline, job.seq, job))
 
     # -- internals: state changes (caller holds the lock) ---------------------------------
 
     def _touch_queued(self) -> None:
-        for job in self._queue:
-            job._touch()
+        """Positions changed: wake the queued jobs someone watches (SSE streams, run waits);
+        an unwatched job's position is read fresh by the next status request anyway."""
+        for job in list(self._watched):
+            if job.state == IN_QUEUE:
+                job._touch()
 
     def _log_locked(self, job: JobRecord, message: str, level: str = "INFO") -> None:
         job.logs.append(LogEntry(message, level, "USER", now_iso()))
@@ -389,6 +492,8 @@ class JobService:
         job.result = outcome.result
         job.files_token = outcome.files_token
         job.cost_usd = outcome.cost_usd
+        self.quota.ran_for(outcome.elapsed)  # quotas: keep the usage and the wait estimate
+        self.quota.finish(job.id, ran=True, cost_usd=outcome.cost_usd)
         self._log_locked(job, f"done in {outcome.elapsed:.3f} s")
         self._complete_locked(job)
         self._outcomes["completed"] += 1
@@ -400,6 +505,9 @@ class JobService:
         job.error = failure.error
         job.error_type = failure.error_type
         job.error_headers = dict(failure.headers)
+        # quotas: refund a job that never reached the engine (cancelled or timed out while
+        # queued, or an input the worker could not use)
+        self.quota.finish(job.id, ran=job.started_at is not None and failure.status != 422)
         self._outcomes[_OUTCOMES.get(failure.error_type, "failed")] += 1
         self._complete_locked(job)
 
@@ -408,10 +516,86 @@ class JobService:
         if job.started_at is not None and job.inference_time is None and job.error is None:
             job.inference_time = round(time.monotonic() - job.started_at, 6)
         job._touch()
-        for old_id in self.store.keep(job.id, job.files_token):
+        if self._stopping and job.error_type == "request_cancelled" and self.journal is not None:
+            return  # a job stop() cancels stays running in the journal: it reruns at the next start
+        self._journal_locked(job)
+        self._forget_locked(self.store.keep(job.id, job.files_token))
+
+    # -- durable state and kept results (issue 11, item 8; fluxnb.server.journal, durable) --
+
+    def _journal_locked(self, job: JobRecord, *, usage: bool = True) -> None:
+        """Note ``job``'s change (and the usage) for the journal's writer: no I/O here."""
+        if self.journal is not None:
+            self.journal.save(job)
+            if usage:
+                self.journal.save_usage(self.quota.ledger.snapshot())
+
+    def _forget_locked(self, job_ids: list[str]) -> None:
+        """Evicted jobs: the service forgets them (their status is a 404 from now on)."""
+        for old_id in job_ids:
             old = self._jobs.pop(old_id, None)
             if old is not None:
                 old.files_token = None
+
+    def _reload(self) -> None:
+        """After a restart: the journal's jobs, usage and order back in place (see
+        :func:`~fluxnb.server.durable.recover` for the jobs that were running)."""
+        if self.journal is None:
+            return
+        jobs = recover(self.journal.load_jobs())
+        usage = self.journal.load_usage()
+        with self._lock:
+            self.quota.ledger.restore(usage)
+            for job in jobs:
+                if job.id in self._jobs:  # started again in this process: still known
+                    continue
+                self._seq = max(self._seq, job.seq)
+                self._jobs[job.id] = job
+                if job.state == COMPLETED:
+                    if job.error_type == "server_restarted":
+                        self.quota.finish(job.id, ran=True)
+                        self._forget_locked(self.store.keep(job.id, None))
+                        self.journal.save(job)
+                    continue
+                self._queue.add(job)
+                self.quota.adopt(job.id, job.owner, requested_size(job.params, job.image_data),
+                                 lambda job=job: job.state == IN_QUEUE)  # type: ignore[misc]
+                if job.deadline is not None:
+                    self._push_deadline_locked(job)
+                self.journal.save(job)
+            self._work.notify_all()
+            self._reap.notify()
+
+    def _expire_loop(self) -> None:
+        """Evict the results older than ``config.keep_results`` now and then."""
+        period = min(60.0, max(0.5, self.config.keep_results / 20))
+        while not self._stopped.wait(period):
+            try:
+                expired = self.store.expire(time.time()) if hasattr(self.store, "expire") else []
+                if expired:
+                    with self._lock:
+                        self._forget_locked(expired)
+            except Exception:  # noqa: BLE001 - the thread must outlive any bug
+                logger.exception("evicting old results failed; trying again later")
+
+    # -- end durable state --
+
+
+def _slots(workers: int, engine: Engine) -> int:
+    """Concurrent jobs on one replica: ``workers``, at most what the engine allows."""
+    if engine.max_concurrency is None:
+        return workers
+    return max(1, min(workers, engine.max_concurrency))
+
+
+def _job_cost(job: JobRecord) -> float:
+    """The fair queue's cost of ``job``: megapixels x steps x images (see work_units)."""
+    return work_units(job.params, input_size(job.image_data))
+
+
+def _encoded(given: bytes | Image.Image | None) -> bytes | None:
+    """A queued input kept compressed: encoded bytes as given, an image as PNG (lossless)."""
+    return encode_image(given, "png") if isinstance(given, Image.Image) else given
 
 
 def _make_engine(config: ServerConfig, device: str | None = None) -> Engine:
@@ -424,6 +608,10 @@ def _make_engine(config: ServerConfig, device: str | None = None) -> Engine:
             options["device"] = device
         options.setdefault("lora_dir", config.lora_dir)
         options.setdefault("allow_hub_loras", config.allow_hub_loras)
+        # LoRA URLs go through the same fetch guard as image_url / mask_url
+        options.setdefault("allow_private_fetch", config.allow_private_fetch)
+        options.setdefault("fetch_allow_loopback", config.fetch_allow_loopback)
+        options.setdefault("fetch_timeout", config.fetch_timeout)
     elif config.engine == "fal":
         if config.upstream is not None:
             options.setdefault("upstream", config.upstream)

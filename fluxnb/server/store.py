@@ -26,6 +26,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -73,6 +74,10 @@ class ResultStore(Protocol):
         """Record a COMPLETED job; returns the ids of the jobs evicted to make room (their
         files are gone), oldest first."""
 
+    def expire(self, now: float | None = None) -> list[str]:
+        """Evict the results kept longer than the store's age limit (``now``: ``time.time()``);
+        returns the evicted job ids, oldest first. The service calls it periodically."""
+
     def file(self, token: str, name: str) -> tuple[Path, str] | None:
         """(path, content type) of a stored result file, or None."""
 
@@ -82,13 +87,20 @@ class ResultStore(Protocol):
 
 class InMemoryResultStore:
     """The last ``max_results`` completed jobs, indexed in memory; their files live in a temp dir
-    (removed by :meth:`close`, or when the store is garbage collected)."""
+    (removed by :meth:`close`, or when the store is garbage collected). Results older than
+    ``keep_results`` seconds go at :meth:`expire`, and the oldest go while the files take more
+    than ``max_bytes``."""
 
-    def __init__(self, max_results: int = 1000):
+    def __init__(self, max_results: int = 1000, *, keep_results: float | None = None,
+                 max_bytes: int | None = None):
         self.max_results = max_results
+        self.keep_results = keep_results
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._kept: OrderedDict[str, str | None] = OrderedDict()   # job id -> files token
-        self._files: dict[str, tuple[Path, dict[str, str]]] = {}  # token -> (dir, name -> mime)
+        # job id -> (files token, kept at, time.time()), oldest first
+        self._kept: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        self._files: dict[str, tuple[Path, dict[str, str], int]] = {}  # token -> dir, names, bytes
+        self._bytes = 0  # of the kept jobs' files
         self._dir: Path | None = None
 
     def open(self) -> None:
@@ -117,6 +129,7 @@ class InMemoryResultStore:
             directory.mkdir()
         images: list[dict[str, Any]] = []
         written: dict[str, str] = {}
+        size = 0
         for i, img in enumerate(output.images):
             data = encode_image(img, fmt)
             name = f"{job_id}-{i}.{ext}"
@@ -125,26 +138,55 @@ class InMemoryResultStore:
             else:
                 (directory / name).write_bytes(data)
                 written[name] = mime
+                size += len(data)
                 url = f"{FILES_PREFIX}{token}/{name}"
             images.append({"url": url, "width": img.width, "height": img.height,
                            "content_type": mime, "file_name": name, "file_size": len(data)})
         if directory is None:
             return StoredResult(_result_body(images, output, request, elapsed), None)
         with self._lock:
-            self._files[token] = (directory, written)
+            self._files[token] = (directory, written, size)
         return StoredResult(_result_body(images, output, request, elapsed), token)
 
     def keep(self, job_id: str, files_token: str | None) -> list[str]:
         evicted: list[str] = []
         with self._lock:
-            self._kept[job_id] = files_token
-            while len(self._kept) > self.max_results:
-                old_id, old_token = self._kept.popitem(last=False)
-                evicted.append(old_id)
-                entry = self._files.pop(old_token, None) if old_token is not None else None
-                if entry is not None:
-                    shutil.rmtree(entry[0], ignore_errors=True)
+            self._kept[job_id] = (files_token, time.time())
+            entry = self._files.get(files_token) if files_token is not None else None
+            self._bytes += entry[2] if entry is not None else 0
+            self._kept_locked(job_id, files_token, entry)
+            while len(self._kept) > self.max_results or (
+                    self.max_bytes is not None and self._bytes > self.max_bytes
+                    and len(self._kept) > 1):
+                evicted.append(self._evict_oldest_locked())
+            self._evicted_locked(evicted)
         return evicted
+
+    def expire(self, now: float | None = None) -> list[str]:
+        evicted: list[str] = []
+        if self.keep_results is None:
+            return evicted
+        cutoff = (time.time() if now is None else now) - self.keep_results
+        with self._lock:
+            while self._kept and next(iter(self._kept.values()))[1] <= cutoff:
+                evicted.append(self._evict_oldest_locked())
+            self._evicted_locked(evicted)
+        return evicted
+
+    def _evict_oldest_locked(self) -> str:
+        old_id, (old_token, _kept_at) = self._kept.popitem(last=False)
+        entry = self._files.pop(old_token, None) if old_token is not None else None
+        if entry is not None:
+            self._bytes -= entry[2]
+            shutil.rmtree(entry[0], ignore_errors=True)
+        return old_id
+
+    def _kept_locked(self, job_id: str, files_token: str | None,
+                     entry: tuple[Path, dict[str, str], int] | None) -> None:
+        """A hook: a job's result was kept (a durable store writes its index)."""
+
+    def _evicted_locked(self, job_ids: list[str]) -> None:
+        """A hook: these results were evicted."""
 
     def file(self, token: str, name: str) -> tuple[Path, str] | None:
         with self._lock:

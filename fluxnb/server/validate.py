@@ -26,11 +26,13 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from ..datauri import decode_data_uri
 from ..errors import ValidationError
 from ..protocol import split_app_id
 from ..schema import INPUT_FIELDS, resolve_image_size, validate_input
 from .config import ServerConfig
 from .inputs import ImageLimits, InputError, check_mask, decode_image_uri
+from .loras import lora_errors
 
 __all__ = ["Rejected", "Submission", "check_body", "check_key", "normal_app_id", "parse_submit",
            "queue_headers", "read_body"]
@@ -39,14 +41,21 @@ __all__ = ["Rejected", "Submission", "check_body", "check_key", "normal_app_id",
 _KEY_HINT = ("Ask whoever runs this server for its key and pass it as fluxnb.connect(url, key=...), "
              "in the FLUXNB_KEY environment variable (with FLUXNB_BASE_URL), or with "
              "`fluxnb run --key KEY`; fal-client reads FAL_KEY.")
+#: The same for a server with a roster: each person has a token of their own.
+_ROSTER_KEY_HINT = ("Use your personal token (the one your teacher handed you) and pass it as "
+                    "fluxnb.connect(url, key=...), in the FLUXNB_KEY environment variable (with "
+                    "FLUXNB_BASE_URL), or with `fluxnb run --key TOKEN`; fal-client reads FAL_KEY.")
 
 
 class Rejected(Exception):
-    """A refused request: the HTTP ``status`` and fal's JSON ``body`` to answer with."""
+    """A refused request: the HTTP ``status`` and fal's JSON ``body`` to answer with, and extra
+    response ``headers`` (a 429's ``Retry-After``)."""
 
-    def __init__(self, status: int, body: dict[str, Any]):
+    def __init__(self, status: int, body: dict[str, Any],
+                 headers: Mapping[str, str] | None = None):
         self.status = status
         self.body = body
+        self.headers = dict(headers or {})
         super().__init__(f"{status} {json.dumps(body)[:300]}")
 
     @classmethod
@@ -61,8 +70,10 @@ class Submission:
 
     app: str
     params: dict[str, Any]
-    image: Image.Image | None
-    mask: Image.Image | None
+    #: the data-URI inputs' encoded bytes (checked at submit; the worker decodes them); None for
+    #: http(s) inputs, which the worker downloads
+    image_data: bytes | None
+    mask_data: bytes | None
     ignored: list[str]
     priority: str
     start_timeout: float | None
@@ -192,10 +203,11 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def check_body(raw: bytes, limits: ImageLimits, max_image_pixels: int
-               ) -> tuple[dict[str, Any], Image.Image | None, Image.Image | None, list[str]]:
-    """``(params, image, mask, ignored field names)`` of a submit body, data-URI images decoded
-    (None for http(s) inputs, which the worker downloads); slow on big images, so the app runs it
-    in a thread."""
+               ) -> tuple[dict[str, Any], bytes | None, bytes | None, list[str]]:
+    """``(params, image bytes, mask bytes, ignored field names)`` of a submit body: data-URI
+    images are decoded to check them, then only their encoded bytes are kept (a queued job holds
+    its inputs compressed); None for http(s) inputs, which the worker downloads. Slow on big
+    images, so the app runs it in a thread."""
     data = _parse_json(raw)
     errors = _screen(data)  # lone surrogates and oversized fields, which are left out below
     screened = {e["loc"][1] for e in errors if len(e["loc"]) > 1}
@@ -235,7 +247,10 @@ def check_body(raw: bytes, limits: ImageLimits, max_image_pixels: int
             errors.extend(exc.detail())
     if errors:
         raise Rejected.detail(422, capped_errors(errors))
-    return params, decoded["image_url"], mask, ignored
+    del decoded, mask  # the pixels were for the checks only; the worker decodes the bytes again
+    encoded = {f: decode_data_uri(params[f])[1] if params[f].startswith("data:") else None
+               for f in ("image_url", "mask_url")}
+    return params, encoded["image_url"], encoded["mask_url"], ignored
 
 
 def capped_errors(errors: list[dict[str, Any]], limit: int = MAX_ERRORS) -> list[dict[str, Any]]:
@@ -315,6 +330,11 @@ async def parse_submit(request: Request, full_path: str, config: ServerConfig,
     app = check_app(full_path, allowed_apps)
     priority, start_timeout = queue_headers(request.headers)
     raw = await read_body(request, config.max_body_bytes)
-    params, image, mask, ignored = await run_in_threadpool(
+    params, image_data, mask_data, ignored = await run_in_threadpool(
         check_body, raw, limits, config.max_image_pixels)
-    return Submission(app, params, image, mask, ignored, priority, start_timeout)
+    # -- LoRA paths (server/loras.py): a refused loras[i].path is a 422 before queueing --
+    lora_refusals = await run_in_threadpool(lora_errors, params.get("loras"), config)
+    if lora_refusals:
+        raise Rejected.detail(422, capped_errors(lora_refusals))
+    # -- end LoRA paths --
+    return Submission(app, params, image_data, mask_data, ignored, priority, start_timeout)

@@ -31,7 +31,7 @@ from typing import Any
 from PIL import Image
 
 from .engines import Engine, EngineCancelled, EngineInputError, EngineRequest
-from .inputs import DownloadStopped, ImageLimits, InputError, fetch_image, prepare_pair
+from .inputs import DownloadStopped, ImageLimits, InputError, fetch_image, load_image_bytes, prepare_pair
 from .store import ResultStore
 
 __all__ = ["Done", "Failed", "Outcome", "Worker", "WorkerContext"]
@@ -138,10 +138,11 @@ class Worker:
         self.limits = limits
         self.fetch_timeout = fetch_timeout
 
-    def run(self, params: dict[str, Any], image: Image.Image | None, mask: Image.Image | None,
-            ctx: WorkerContext) -> Outcome:
-        """Inputs (``image``/``mask`` decoded at submit, else downloaded from ``params``), seed,
-        engine call and stored result; never raises."""
+    def run(self, params: dict[str, Any], image: bytes | Image.Image | None,
+            mask: bytes | Image.Image | None, ctx: WorkerContext) -> Outcome:
+        """Inputs (``image``/``mask``: a data URI's encoded bytes, checked at submit and decoded
+        here, or an image; None: downloaded from ``params``), seed, engine call and stored
+        result; never raises."""
         try:
             request = self._request(params, image, mask, ctx)
             t0 = time.perf_counter()
@@ -159,12 +160,10 @@ class Worker:
             return Failed.engine_failed(ctx.job_id, self.engine.name, exc)
         return Done(stored.body, stored.files_token, elapsed, output.cost_usd)
 
-    def _request(self, params: dict[str, Any], image: Image.Image | None,
-                 mask: Image.Image | None, ctx: WorkerContext) -> EngineRequest:
-        if image is None:
-            image = self._download(params, ctx, "image_url", "RGB")
-        if mask is None:
-            mask = self._download(params, ctx, "mask_url", "L")
+    def _request(self, params: dict[str, Any], image_in: bytes | Image.Image | None,
+                 mask_in: bytes | Image.Image | None, ctx: WorkerContext) -> EngineRequest:
+        image = self._input(params, ctx, "image_url", "RGB", image_in)
+        mask = self._input(params, ctx, "mask_url", "L", mask_in)
         (mw, mh), (iw, ih) = mask.size, image.size
         image, mask = prepare_pair(image, mask, params.get("image_size"))
         if (mw, mh) != (iw, ih):
@@ -177,6 +176,15 @@ class Worker:
         else:
             ctx.log(f"seed: {seed}")
         return EngineRequest(image=image, mask=mask, params=dict(params), seed=int(seed))
+
+    def _input(self, params: dict[str, Any], ctx: WorkerContext, name: str, mode: str,
+               given: bytes | Image.Image | None) -> Image.Image:
+        """The decoded input: queued jobs keep data URIs as encoded bytes, decoded only now."""
+        if given is None:
+            return self._download(params, ctx, name, mode)
+        if isinstance(given, Image.Image):
+            return given
+        return load_image_bytes(given, name, self.limits, mode)
 
     def _download(self, params: dict[str, Any], ctx: WorkerContext, name: str,
                   mode: str) -> Image.Image:

@@ -32,10 +32,9 @@ from PIL import Image
 
 from fluxnb.cli import main as cli_main
 from fluxnb.server import BackgroundServer, ServerConfig
-from fluxnb.server.engines import EngineCancelled, EngineRequest, create_engine
+from fluxnb.server.engines import EngineCancelled, EngineInputError, EngineRequest, create_engine
 from fluxnb.server.engines.flux_diffusers import SAFETY_NOTICE, DiffusersEngine
 from fluxnb.server.engines.flux_support import (
-    classify_lora_path,
     denoising_steps,
     lora_cache_file,
     pad_pair,
@@ -97,9 +96,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tiny]:
         lora_a = make_tiny_lora(root / "loras" / "a.safetensors", seed=1)
         lora_b = make_tiny_lora(root / "loras" / "b.safetensors", seed=2, targets=MLP_TARGETS)
         cache = root / "lora-cache"
-        # two workers: the engine itself must keep jobs one at a time (max_concurrency = 1)
+        # two workers: the engine itself must keep the pipeline to one job at a time (its own
+        # device lock); LoRAs only from root/loras; LoRA URLs on loopback need the lab switch
         server = BackgroundServer(ServerConfig(
-            engine="diffusers", workers=2, port=0,
+            engine="diffusers", workers=2, port=0, lora_dir=str(lora_a.parent),
+            allow_private_fetch=True,
             engine_options={"model": str(folder), "device": DEVICE, "lora_cache": str(cache)},
         )).start()
         try:
@@ -174,10 +175,6 @@ def test_size_device_dtype_and_step_helpers() -> None:
     with pytest.raises(ValueError, match="dtype must be"):
         resolve_dtype("int8", "cuda")
     assert [denoising_steps(28, s) for s in (1.0, 0.85, 0.3)] == [28, 24, 9]
-    assert classify_lora_path("/x/a.safetensors") == ("file", "/x/a.safetensors")
-    assert classify_lora_path("owner/repo/w.safetensors") == ("hub", "owner/repo/w.safetensors")
-    with pytest.raises(ValueError, match="unsupported URL scheme"):
-        classify_lora_path("ftp://host/a.safetensors")
 
 
 def test_auto_device_picks_cuda_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -372,6 +369,7 @@ def test_lora_by_file_url_and_by_http_url_with_a_download_cache(tiny: Tiny) -> N
         by_url = image_of(tiny, loras=[{"path": url, "scale": 1.0}])
         again = image_of(tiny, loras=[{"path": url, "scale": 1.0}])
         missing, status = failed(tiny, loras=[{"path": url.replace("a.safe", "nope.safe")}])
+        junk = failed(tiny, loras=[{"path": url.replace("a.safe", "notes.txt?")}])[0]
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -380,25 +378,64 @@ def test_lora_by_file_url_and_by_http_url_with_a_download_cache(tiny: Tiny) -> N
     assert hits.count("/a.safetensors") == 1   # downloaded once
     cached = lora_cache_file(tiny.cache, url)
     assert cached.read_bytes() == tiny.lora_a.read_bytes()
-    assert missing.status_code == 422 and "HTTP 404" in missing.text
+    # one message for every failed download (no status / size oracle)
+    assert missing.status_code == 422 == junk.status_code
+    assert missing.json()["detail"] == junk.json()["detail"]
+    assert missing.json()["detail"][0]["msg"] == "loras[0].path: the server could not fetch this URL"
 
 
-def test_bad_lora_paths_are_422s_naming_the_item(tiny: Tiny, tmp_path: Path) -> None:
-    junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"not a safetensors file")
-    cases = {
-        str(tmp_path / "nope.safetensors"): "no such file",
-        str(junk): "could not load a FLUX LoRA",
-        "someone/some-lora": "hub, which is offline",
-    }
-    for path, words in cases.items():
-        r, status = failed(tiny, loras=[{"path": str(tiny.lora_a)}, {"path": path}])
-        assert r.status_code == 422, r.text
-        detail = r.json()["detail"][0]
-        assert detail["loc"] == ["body", "loras[1].path"] and words in detail["msg"], detail
-        assert status["error"] and words in status["error"]
+def test_bad_lora_paths_are_422s_at_submit_with_one_message(tiny: Tiny, tmp_path: Path) -> None:
+    inside_junk = tiny.lora_a.parent / "junk.safetensors"
+    inside_junk.write_bytes(b"not a safetensors file")
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(tiny.lora_a.read_bytes())   # a real LoRA, but outside --lora-dir
+    (tiny.lora_a.parent / "escape.safetensors").symlink_to(outside)
+    try:
+        answers = []
+        for path in (str(tmp_path / "nope.safetensors"), str(outside), "../" + outside.name,
+                     "escape.safetensors", str(inside_junk), "someone/some-lora", "/etc/passwd"):
+            body = {"prompt": "x", "image_url": IMAGE_URI, "mask_url": MASK_URI,
+                    "loras": [{"path": str(tiny.lora_a)}, {"path": path}]}
+            answers.append(httpx.post(tiny.server.base_url + SUBMIT, json=body))
+    finally:
+        inside_junk.unlink()
+        (tiny.lora_a.parent / "escape.safetensors").unlink()
+    assert {r.status_code for r in answers} == {422}
+    details = {json.dumps(r.json()["detail"]) for r in answers}
+    assert len(details) == 1   # the same answer whether or not the file exists
+    (detail,) = answers[0].json()["detail"]
+    assert detail["loc"] == ["body", "loras[1].path"] and detail["type"] == "lora_not_allowed"
+    assert "--lora-dir" in detail["msg"]
     # the pipeline is still fine afterwards
     assert np.array_equal(image_of(tiny), image_of(tiny))
+
+
+def test_the_engine_checks_the_rules_again(tiny: Tiny, tmp_path: Path) -> None:
+    """Called directly (no submit check), the engine refuses a LoRA outside its lora_dir, and a
+    file that turned into a pickle after it was accepted, and loads one inside."""
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(tiny.lora_a.read_bytes())
+    params = {"prompt": "x", "num_inference_steps": 1, "guidance_scale": 3.5, "strength": 1.0,
+              "num_images": 1, "enable_safety_checker": False}
+
+    def run_with(path: str) -> Any:
+        request = EngineRequest(image=make_test_image(SIZE, SIZE), mask=make_test_mask(SIZE, SIZE),
+                                params={**params, "loras": [{"path": path, "scale": 1.0}]}, seed=0)
+        return tiny.engine.run(request, RecordingContext())
+
+    with pytest.raises(EngineInputError) as info:
+        run_with(str(outside))
+    assert info.value.field == "loras[0].path" and "not an allowed LoRA" in str(info.value)
+    swapped = tiny.lora_a.parent / "swapped.safetensors"
+    swapped.write_bytes(tiny.lora_a.read_bytes())
+    try:
+        assert run_with(swapped.name).extra["loras"][0]["path"] == swapped.name
+        import pickle
+        swapped.write_bytes(pickle.dumps({"lora_A": 1}))   # new size/mtime: a new cache key
+        with pytest.raises(EngineInputError, match="not an allowed LoRA"):
+            run_with(swapped.name)
+    finally:
+        swapped.unlink()
 
 
 # -- progress, cancel, one job at a time --------------------------------------------------------
@@ -453,18 +490,17 @@ def test_cancel_mid_run_stops_between_steps_and_the_next_job_is_fine(tiny: Tiny)
     assert np.array_equal(image_of(tiny, seed=3), before)  # and still gives the same pixels
 
 
-def test_one_job_on_the_device_at_a_time_others_queue(tiny: Tiny) -> None:
+def test_one_job_on_the_device_at_a_time_others_wait(tiny: Tiny) -> None:
     stats_url = tiny.server.base_url + "/_fluxnb/stats"
     with SlowSteps(tiny.engine, 0.03) as slow:
         first = submit(tiny, num_inference_steps=10, strength=1.0)
         second = submit(tiny, num_inference_steps=10, strength=1.0, seed=2)
-        most_running, saw_one_queued, second_states = 0, False, set()
+        most_running, second_states = 0, set()
 
         def second_completed() -> bool:
-            nonlocal most_running, saw_one_queued
+            nonlocal most_running
             stats = httpx.get(stats_url).json()   # one consistent snapshot of the queue
             most_running = max(most_running, stats["running"])
-            saw_one_queued |= stats["running"] == 1 and stats["queued"] == 1
             state = httpx.get(second["status_url"]).json()["status"]
             second_states.add(state)
             return bool(state == "COMPLETED")
@@ -472,9 +508,38 @@ def test_one_job_on_the_device_at_a_time_others_queue(tiny: Tiny) -> None:
         eventually(second_completed, 30, lambda: f"the second job went {second_states}",
                    interval=0.005)
         wait(first)
-    # the server has two workers, yet the second job waits IN_QUEUE while the first runs
-    assert most_running == 1 and saw_one_queued and "IN_QUEUE" in second_states
-    assert slow.peak == 1   # and the pipeline never ran two jobs at once
+    # the server has two workers and the engine takes both (LoRA downloads overlap), yet the
+    # pipeline never runs two jobs at once: its own device lock
+    assert most_running <= 2 and "COMPLETED" in second_states
+    assert slow.peak == 1
+
+
+def test_a_lora_download_runs_while_another_job_holds_the_device(tiny: Tiny) -> None:
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            hits.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(tiny.lora_b.parent))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}/b.safetensors?overlap=1"
+    try:
+        with SlowSteps(tiny.engine, 0.05):
+            first = submit(tiny, num_inference_steps=40, strength=1.0)
+            eventually(lambda: httpx.get(first["status_url"]).json()["status"] == "IN_PROGRESS",
+                       30, "the first job never started", interval=0.005)
+            second = submit(tiny, loras=[{"path": url, "scale": 1.0}])
+            eventually(lambda: any("overlap=1" in h for h in hits), 30,
+                       "the second job's LoRA was never downloaded", interval=0.005)
+            first_state = httpx.get(first["status_url"]).json()["status"]
+            wait(first)
+        wait(second)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert first_state == "IN_PROGRESS"   # the download did not wait for the device
 
 
 def test_direct_engine_cancel_raises_engine_cancelled(tiny: Tiny) -> None:
@@ -499,6 +564,7 @@ def test_cli_serve_and_the_official_fal_client_get_a_complete_result(
     make_test_image(SIZE, SIZE).save(image_path)
     make_test_mask(SIZE, SIZE).save(mask_path)
     args = ["--engine", "diffusers", "--model", str(tiny.folder), "--device", DEVICE,
+            "--lora-dir", str(tiny.lora_a.parent),
             "--dtype", "float32" if DEVICE == "cpu" else "bfloat16"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

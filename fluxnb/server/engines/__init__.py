@@ -35,6 +35,7 @@ _BUILTIN = {
     "preview": "fluxnb.server.engines.preview:PreviewEngine",
     "null": "fluxnb.server.engines.null:NullEngine",
     "diffusers": "fluxnb.server.engines.flux_diffusers:DiffusersEngine",
+    "fal": "fluxnb.server.engines.fal_gateway:FalGatewayEngine",
 }
 _registry: dict[str, Callable[..., Engine]] = {}
 

@@ -21,9 +21,11 @@ Parameter mapping:
 - ``num_images`` -> that many images, one after another.
 - ``loras: [{path, scale}]`` -> each distinct source is loaded once as a named peft adapter and
   kept; a job activates exactly its adapters with exactly its scales (``set_adapters``) and a job
-  without LoRAs runs with LoRAs disabled (the base weights). ``path`` may be a local file or
-  folder, ``file://``, an http(s) URL (downloaded once into a cache) or a hub id ``owner/repo``
-  (``owner/repo/file.safetensors`` for one file of it) when the hub is reachable.
+  without LoRAs runs with LoRAs disabled (the base weights). ``path`` follows the server's
+  rules (:mod:`fluxnb.server.loras`): a ``.safetensors`` file under ``lora_dir``
+  (``--lora-dir``), an http(s) URL (downloaded through the fetch guard into a size-capped LRU
+  cache, before the job takes the GPU) or, with ``allow_hub_loras``, a hub repo. Only
+  safetensors files are loaded, never a pickle.
 - ``enable_safety_checker`` -> FLUX ships no safety checker; nothing is checked, a log line says
   so and ``has_nsfw_concepts`` is always false.
 
@@ -48,17 +50,18 @@ from typing import Any
 
 from PIL import Image
 
+from ..inputs import FetchPolicy
+from ..loras import LoraRefused, LoraRules, LoraSource, is_safetensors
 from .base import Engine, EngineInputError, EngineOutput, EngineRequest, JobContext
 from .flux_support import (
     adapter_name,
-    classify_lora_path,
     default_lora_cache,
     denoising_steps,
     pad_pair,
     resolve_device,
     resolve_dtype,
 )
-from .lora_download import download_lora
+from .lora_download import DownloadLimits, LoraCache, download_lora, hub_url
 
 __all__ = ["SAFETY_NOTICE", "DiffusersEngine"]
 
@@ -80,21 +83,32 @@ class DiffusersEngine(Engine):
     - ``offload``: ``enable_model_cpu_offload()``; each part moves to the GPU only while it
       runs (for 24 GB cards).
     - ``lora_cache``: folder for downloaded LoRAs (default ``$FLUXNB_LORA_CACHE`` or
-      ``~/.cache/fluxnb/loras``); ``max_loras``: adapters kept loaded (default 8).
+      ``~/.cache/fluxnb/loras``), at most ``lora_cache_bytes`` (LRU); ``max_loras``: adapters
+      kept loaded (default 8).
+    - ``lora_dir`` / ``allow_hub_loras``: the LoRA rules (``--lora-dir``, ``--allow-hub-loras``);
+      ``allow_private_fetch`` / ``fetch_allow_loopback``: the fetch guard of LoRA URLs;
+      ``lora_max_bytes``, ``lora_deadline`` (s), ``fetch_timeout`` (s per operation).
     - ``max_sequence_length``: T5 tokens (default 512, as FLUX.1-dev).
 
-    >>> DiffusersEngine(model="some/model", device="cpu").max_concurrency
-    1
+    ``max_concurrency`` is None: a job downloads its LoRAs before it takes the engine's own
+    device lock, so one job downloads while another runs; the pipeline runs one job at a time.
+
+    >>> DiffusersEngine(model="some/model", device="cpu", lora_dir="/srv/loras").rules.lora_dir
+    '/srv/loras'
     """
 
     name = "diffusers"
     description = "FLUX inpainting through diffusers (FluxInpaintPipeline), with LoRAs"
     generative = True
-    max_concurrency = 1   # one job on the device at a time; the others wait in the queue
+    max_concurrency = None   # downloads overlap; the device lock keeps one job on the GPU
 
     def __init__(self, model: str | None = None, device: str = "auto", dtype: str | None = None,
                  offload: bool = False, lora_cache: str | None = None, max_loras: int = 8,
-                 max_sequence_length: int = 512):
+                 max_sequence_length: int = 512, lora_dir: str | None = None,
+                 allow_hub_loras: bool = False, allow_private_fetch: bool = False,
+                 fetch_allow_loopback: bool = False, lora_max_bytes: int = 2 * 1024**3,
+                 lora_cache_bytes: int = 8 * 1024**3, lora_deadline: float = 300.0,
+                 fetch_timeout: float = 20.0):
         if not model:
             raise ValueError("the diffusers engine needs a model: a hub id such as "
                              "black-forest-labs/FLUX.1-dev or a local folder (--model)")
@@ -108,6 +122,14 @@ class DiffusersEngine(Engine):
         if self.offload and not self.device.startswith("cuda"):
             raise ValueError(f"offload needs a CUDA device (device is {self.device!r})")
         self.lora_cache = Path(lora_cache).expanduser() if lora_cache else default_lora_cache()
+        self.rules = LoraRules(lora_dir=None if lora_dir is None else str(lora_dir),
+                               allow_hub=bool(allow_hub_loras))
+        self.fetch_policy = FetchPolicy(allow_private=bool(allow_private_fetch),
+                                        allow_loopback=bool(fetch_allow_loopback))
+        self.download_limits = DownloadLimits(max_bytes=int(lora_max_bytes),
+                                              timeout=float(fetch_timeout),
+                                              deadline=float(lora_deadline))
+        self.downloads = LoraCache(self.lora_cache, int(lora_cache_bytes))
         self.max_loras = int(max_loras)
         self.max_sequence_length = int(max_sequence_length)
         self.pipe: Any = None
@@ -152,10 +174,18 @@ class DiffusersEngine(Engine):
     # -- one job ---------------------------------------------------------------------------
 
     def run(self, request: EngineRequest, ctx: JobContext) -> EngineOutput:
+        # LoRA files are checked and downloaded before the device lock: they never hold the GPU
+        t = time.perf_counter()
+        local = self._fetch_loras(request.loras, ctx)
+        fetched = round(time.perf_counter() - t, 6)
+        ctx.check_cancelled()
         with self._lock:   # never two jobs on the device, whatever the server's worker count
-            return self._run(request, ctx)
+            output = self._run(request, ctx, local)
+        output.timings["lora_downloads"] = fetched
+        return output
 
-    def _run(self, request: EngineRequest, ctx: JobContext) -> EngineOutput:
+    def _run(self, request: EngineRequest, ctx: JobContext,
+             local: list[tuple[str, Path]]) -> EngineOutput:
         if self.pipe is None:
             self.load()
         import torch
@@ -170,7 +200,7 @@ class DiffusersEngine(Engine):
                 f"{', offload' if self.offload else ''})")
 
         t = time.perf_counter()
-        applied = self._apply_loras(request.loras, ctx)
+        applied = self._apply_loras(request.loras, local, ctx)
         timings["loras"] = round(time.perf_counter() - t, 6)
         ctx.check_cancelled()
 
@@ -249,7 +279,39 @@ class DiffusersEngine(Engine):
 
     # -- LoRAs -----------------------------------------------------------------------------
 
-    def _apply_loras(self, loras: list[dict[str, Any]], ctx: JobContext) -> list[dict[str, Any]]:
+    def _fetch_loras(self, loras: list[dict[str, Any]],
+                     ctx: JobContext) -> list[tuple[str, Path]]:
+        """Each LoRA as ``(cache key, local safetensors file)``, checked against the server's
+        rules and downloaded when remote (outside the device lock)."""
+        local: list[tuple[str, Path]] = []
+        for i, lora in enumerate(loras):
+            ctx.check_cancelled()
+            field = f"loras[{i}].path"
+            try:
+                source = self.rules.resolve(lora.get("path"), field)
+            except LoraRefused as exc:
+                raise EngineInputError(field, str(exc), exc.error_type) from None
+            local.append(self._local_file(source, field, ctx))
+        return local
+
+    def _local_file(self, source: LoraSource, field: str, ctx: JobContext) -> tuple[str, Path]:
+        if source.kind == "file":
+            path = Path(source.target)
+            stat = path.stat()
+            return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}", path
+        hub = source.kind == "hub"
+        url = hub_url(source.target, source.weight_name or "") if hub else source.target
+        if url is None or (hub and _hub_offline()):
+            raise EngineInputError(field, f"{field}: hub LoRAs need the hub over https, and here "
+                                          "HF_ENDPOINT is not https or HF_HUB_OFFLINE is set; "
+                                          "use a LoRA under --lora-dir or a URL",
+                                   "file_download_error")
+        path = download_lora(url, self.downloads, field, ctx, self.fetch_policy,
+                             self.download_limits, hub=hub)
+        return f"url:{url}", path
+
+    def _apply_loras(self, loras: list[dict[str, Any]], local: list[tuple[str, Path]],
+                     ctx: JobContext) -> list[dict[str, Any]]:
         """Load (once) and activate this job's LoRAs with its scales; none -> base weights."""
         pipe = self.pipe
         if not loras:
@@ -260,53 +322,31 @@ class DiffusersEngine(Engine):
         names: list[str] = []
         weights: list[float] = []
         applied: list[dict[str, Any]] = []
-        for i, lora in enumerate(loras):
+        for i, (lora, (key, path)) in enumerate(zip(loras, local, strict=True)):
             ctx.check_cancelled()
-            path = str(lora["path"])
             scale = float(lora.get("scale", 1.0))
-            name = self._adapter_for(path, f"loras[{i}].path", ctx, keep=names)
+            name = self._adapter_for(key, path, f"loras[{i}].path", ctx, keep=names)
             if name in names:   # the same LoRA twice: scales add up
                 weights[names.index(name)] += scale
                 ctx.log(f"loras[{i}]: same LoRA as an earlier item; scales added")
             else:
                 names.append(name)
                 weights.append(scale)
-            applied.append({"path": path, "scale": scale, "adapter": name})
+            applied.append({"path": str(lora["path"]), "scale": scale, "adapter": name})
         pipe.enable_lora()
         pipe.set_adapters(names, adapter_weights=weights)
         ctx.log("loras: active " + ", ".join(f"{a['adapter']}={a['scale']:g}" for a in applied))
         return applied
 
-    def _adapter_for(self, path: str, field: str, ctx: JobContext, keep: list[str]) -> str:
-        try:
-            kind, target = classify_lora_path(path)
-        except ValueError as exc:
-            raise EngineInputError(field, f"{field}: {exc}") from None
-        if kind == "url":
-            local = download_lora(target, self.lora_cache, field, ctx)
-            key, source, weight_name = f"url:{target}", str(local), None
-        elif kind == "file":
-            local = Path(target)
-            if not local.exists():
-                raise EngineInputError(field, f"{field}: no such file or folder: {path!r}",
-                                       "file_not_found")
-            stat = local.stat()
-            key = f"file:{local.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-            source, weight_name = str(local), None
-        else:
-            parts = target.split("/")
-            source = "/".join(parts[:2])
-            weight_name = "/".join(parts[2:]) or None
-            key = f"hub:{target}"
-            if _hub_offline():
-                raise EngineInputError(
-                    field, f"{field}: {path!r} is not a local file, and as a hub id it needs the "
-                    "hub, which is offline here (HF_HUB_OFFLINE); use a local path, file:// or "
-                    "http(s) URL", "file_not_found")
+    def _adapter_for(self, key: str, path: Path, field: str, ctx: JobContext,
+                     keep: list[str]) -> str:
         cached = self._adapters.get(key)
         if cached is not None:
             self._adapters.move_to_end(key)
             return cached
+        if not is_safetensors(path):   # checked again right before loading: never a pickle
+            raise EngineInputError(field, f"{field}: not an allowed LoRA: the file is not "
+                                          "safetensors", "lora_not_allowed")
         name = adapter_name(key)
         self._evict(keep)
         t = time.perf_counter()
@@ -314,19 +354,19 @@ class DiffusersEngine(Engine):
             with warnings.catch_warnings():
                 # peft warns each time a second adapter joins a model; that is what we want
                 warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
-                if weight_name is None:
-                    self.pipe.load_lora_weights(source, adapter_name=name)
-                else:   # owner/repo[/sub/folder]/file.safetensors
-                    subfolder, _, file_name = weight_name.rpartition("/")
-                    self.pipe.load_lora_weights(source, weight_name=file_name,
-                                                subfolder=subfolder or None, adapter_name=name)
+                # use_safetensors=True turns diffusers' pickle fallback off
+                self.pipe.load_lora_weights(str(path.parent), weight_name=path.name,
+                                            use_safetensors=True, local_files_only=True,
+                                            adapter_name=name)
         except Exception as exc:  # noqa: BLE001 - any loader failure is this input's fault
             self._forget(name)
-            raise EngineInputError(field, f"{field}: could not load a FLUX LoRA from {path!r}: "
-                                          f"{type(exc).__name__}: {exc}"[:600],
-                                   "lora_load_error") from None
+            if key.startswith("url:"):
+                self.downloads.discard(path)   # a download that does not load is not kept
+            ctx.log(f"{field}: the LoRA did not load: {type(exc).__name__}", "WARNING")
+            raise EngineInputError(field, f"{field}: could not load this file as a FLUX LoRA "
+                                          f"({type(exc).__name__})", "lora_load_error") from None
         self._adapters[key] = name
-        ctx.log(f"{field}: loaded {path!r} as adapter {name} in {time.perf_counter() - t:.2f} s")
+        ctx.log(f"{field}: loaded as adapter {name} in {time.perf_counter() - t:.2f} s")
         return name
 
     def _evict(self, keep: list[str]) -> None:

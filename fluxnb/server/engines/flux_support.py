@@ -1,4 +1,5 @@
-"""Pure helpers of the ``diffusers`` engine: sizes, devices, dtypes, step counts, LoRA sources.
+"""Pure helpers of the ``diffusers`` engine: sizes, devices, dtypes, step counts, LoRA caching
+(which paths are allowed is :mod:`fluxnb.server.loras`).
 
 Nothing here imports torch or diffusers, so these run (and are tested) anywhere.
 
@@ -6,8 +7,6 @@ Nothing here imports torch or diffusers, so these run (and are tested) anywhere.
 (80, 64)
 >>> denoising_steps(28, 0.85)
 24
->>> classify_lora_path("https://example.com/style.safetensors")
-('url', 'https://example.com/style.safetensors')
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,6 @@ from PIL import Image
 __all__ = [
     "MULTIPLE",
     "adapter_name",
-    "classify_lora_path",
     "default_lora_cache",
     "denoising_steps",
     "lora_cache_file",
@@ -119,35 +116,6 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     return name
 
 
-def classify_lora_path(path: str) -> tuple[str, str]:
-    """What a ``loras[i].path`` names: ``("file", local path)``, ``("url", url)`` or
-    ``("hub", "owner/repo[/file.safetensors]")``. Raises ValueError for anything else.
-
-    >>> classify_lora_path("file:///tmp/a%20b.safetensors")
-    ('file', '/tmp/a b.safetensors')
-    >>> classify_lora_path("owner/some-lora")
-    ('hub', 'owner/some-lora')
-    """
-    text = path.strip()
-    parsed = urllib.parse.urlparse(text)
-    if parsed.scheme in ("http", "https"):
-        return "url", text
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise ValueError(f"file:// URLs must name a local file, not host {parsed.netloc!r}")
-        return "file", urllib.request.url2pathname(parsed.path)
-    if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive
-        raise ValueError(f"unsupported URL scheme {parsed.scheme!r} (use a file path, file://, "
-                         "http(s):// or a hub id)")
-    expanded = os.path.expanduser(text)
-    if os.path.exists(expanded) or text.startswith(("/", ".", "~")) or os.sep in text[:1]:
-        return "file", expanded
-    parts = text.split("/")
-    if len(parts) >= 2 and all(parts) and not text.startswith("/"):
-        return "hub", text
-    return "file", expanded
-
-
 def default_lora_cache() -> Path:
     """Where downloaded LoRAs are kept: ``$FLUXNB_LORA_CACHE``, else ``~/.cache/fluxnb/loras``."""
     env = os.environ.get("FLUXNB_LORA_CACHE")
@@ -159,14 +127,14 @@ def default_lora_cache() -> Path:
 
 def lora_cache_file(cache_dir: Path, url: str) -> Path:
     """The cache path of a LoRA downloaded from ``url``: a folder keyed by the URL's hash, and the
-    URL's own file name (``.safetensors`` added when it has none).
+    URL's own file name, always ending in ``.safetensors`` (only safetensors are loaded).
 
     >>> lora_cache_file(Path("/c"), "https://h/x/style.safetensors?dl=1").name
     'style.safetensors'
     """
     digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:24]
     name = Path(urllib.parse.urlparse(url).path).name or "lora.safetensors"
-    if not name.endswith((".safetensors", ".bin", ".pt", ".ckpt")):
+    if not name.lower().endswith(".safetensors"):
         name += ".safetensors"
     return cache_dir / digest / name
 
