@@ -54,6 +54,7 @@ __all__ = [
     "mask_ellipse",
     "mask_polygon",
     "mask_threshold",
+    "read_params",
     "show_grid",
     "sweep",
     "to_data_uri",
@@ -95,6 +96,7 @@ _LAZY = {
     "mask_ellipse": "masks",
     "mask_polygon": "masks",
     "mask_threshold": "masks",
+    "read_params": "params_meta",
     "show_grid": "display",
     "sweep": "sweeps",
     "to_data_uri": "images",
@@ -130,6 +132,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         mask_threshold,
         union_mask,
     )
+    from .params_meta import read_params
     from .pictures import before_mask_after
     from .sweeps import Sweep, asweep, sweep
     from .widgets import InpaintPanel, MaskPainter

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -83,6 +85,13 @@ def add_serve_class_options(serve: argparse.ArgumentParser) -> None:
                             "(default https://queue.fal.run)")
     group.add_argument("--fal-key-file", default=None, metavar="FILE",
                        help="--engine fal: read the server's fal key from FILE (default $FAL_KEY)")
+    limits = serve.add_argument_group("connections")
+    limits.add_argument("--header-timeout", type=float, default=None, metavar="S",
+                        help="seconds a client may take to send a request's headers (default 10)")
+    limits.add_argument("--body-timeout", type=float, default=None, metavar="S",
+                        help="seconds a client may take to send a request's body (default 30)")
+    limits.add_argument("--max-connections-per-address", type=int, default=None, metavar="N",
+                        help="open connections one client address may hold (default 128)")
 
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -145,6 +154,12 @@ def class_config(args: argparse.Namespace, usage_error: Callable[[str], NoReturn
         if not devices:
             usage_error("fluxnb serve: --devices needs a list such as cuda:0,cuda:1, or all")
         config["devices"] = devices
+        from .server.replicas import resolve_devices  # imports torch for 'all' only
+
+        try:  # no CUDA device for 'all' is a usage error now, not a traceback at start
+            resolve_devices(devices)
+        except ValueError as exc:
+            usage_error(f"fluxnb serve: {exc}")
     if args.lora_dir is not None:
         if not Path(args.lora_dir).is_dir():
             usage_error(f"fluxnb serve: --lora-dir {args.lora_dir}: no such folder")
@@ -154,11 +169,46 @@ def class_config(args: argparse.Namespace, usage_error: Callable[[str], NoReturn
         if args.engine != "fal":
             usage_error("fluxnb serve: --upstream and --fal-key-file are options of --engine fal")
     if args.upstream is not None:
-        if not args.upstream.startswith(("http://", "https://")):
-            usage_error(f"fluxnb serve: --upstream must be an http(s) URL, not {args.upstream!r}")
-        config["upstream"] = args.upstream.rstrip("/")
+        config["upstream"] = _upstream(args.upstream, usage_error)
+    config.update(_connection_limits(args, usage_error))
     if args.engine == "fal":
         config["fal_key"] = _fal_key(args, usage_error)
+    return config
+
+
+def _upstream(url: str, usage_error: Callable[[str], NoReturn]) -> str:
+    """``--upstream`` without its trailing ``/``; a URL with a user or password in it is refused
+    without echoing it (the gateway's credential is the fal key, never the URL)."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError:
+        usage_error("fluxnb serve: --upstream is not a URL (example: https://queue.fal.run)")
+    if "@" in parts.netloc:
+        usage_error("fluxnb serve: --upstream must not carry a user name or password "
+                    "(user:password@host); give https://host[:port] and the key through "
+                    "FAL_KEY or --fal-key-file")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        usage_error(f"fluxnb serve: --upstream must be an http(s) URL such as "
+                    f"https://queue.fal.run, not {url!r}")
+    return url.strip().rstrip("/")
+
+
+def _connection_limits(args: argparse.Namespace,
+                       usage_error: Callable[[str], NoReturn]) -> dict[str, Any]:
+    """``header_timeout``, ``body_timeout`` (seconds > 0) and ``max_connections_per_address``
+    (>= 1) from their flags, or a usage error naming the flag and the value."""
+    config: dict[str, Any] = {}
+    for flag, name in (("--header-timeout", "header_timeout"), ("--body-timeout", "body_timeout")):
+        value = getattr(args, name)
+        if value is not None:
+            if not (value > 0 and math.isfinite(value)):
+                usage_error(f"fluxnb serve: {flag} must be a number of seconds > 0, not {value}")
+            config[name] = value
+    count = args.max_connections_per_address
+    if count is not None:
+        if count < 1:
+            usage_error(f"fluxnb serve: --max-connections-per-address must be >= 1, not {count}")
+        config["max_connections_per_address"] = count
     return config
 
 

@@ -179,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=f"{_RUN_EXAMPLES}\n\n{_ENVIRONMENT}", formatter_class=raw)
     run.add_argument("--image", required=True, help="the image: a file path or an http(s) URL")
     run.add_argument("--mask", required=True, help="the mask: white = repaint, black = keep")
-    _add_job_options(run, prompt_required=True)
+    run.add_argument("--params-from", metavar="IMAGE", default=None,
+                     help="take the parameters saved in an output image fluxnb wrote (prompt, "
+                          "seed, steps, LoRAs...); flags given override them")
+    _add_job_options(run, prompt_required=False)
 
     demo = sub.add_parser("demo", help="run on a photo shipped with matplotlib and a generated mask",
                           epilog=_ENVIRONMENT, formatter_class=raw)
@@ -352,8 +355,25 @@ def _run_job(image: Any, mask: Any, fields: dict[str, Any], args: argparse.Names
     return 0
 
 
+def _params_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameters saved in ``--params-from IMAGE`` (none without it); exit 2 if unreadable."""
+    if args.params_from is None:
+        if args.prompt is None:
+            _usage_error("fluxnb run: --prompt is required (or --params-from IMAGE, an output "
+                         "image whose saved parameters include the prompt)")
+        return {}
+    from .params_meta import MetadataError, read_params
+
+    try:
+        return read_params(args.params_from)
+    except MetadataError as exc:
+        _usage_error(f"fluxnb run: --params-from: {exc}")
+    except OSError as exc:
+        _usage_error(f"fluxnb run: --params-from {args.params_from!r}: {exc.strerror or exc}")
+
+
 def _run(args: argparse.Namespace) -> int:
-    fields = _job_fields(args)
+    fields = {**_params_from(args), **_job_fields(args)}
     for name in ("image", "mask"):
         value = getattr(args, name)
         if not value.startswith(("http://", "https://", "data:")) and not Path(value).is_file():

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BUDGET_EXHAUSTED",
     "COMPLETED",
     "DEFAULT_BASE_URL",
     "IN_PROGRESS",
@@ -48,6 +49,10 @@ DEFAULT_BASE_URL = "https://queue.fal.run"
 
 #: Statuses that mean "try again" (fal-client retries the same set; 5xx only when transient).
 RETRY_STATUSES = frozenset({408, 409, 429, 502, 503, 504})
+
+#: The ``X-Fal-Error-Type`` of a 429 that waiting cannot cure (a class server's per-session
+#: budget is spent): the server sends it, the client does not retry it.
+BUDGET_EXHAUSTED = "budget_exhausted"
 
 # App ids with a namespace prefix keep it in their request URLs (fal-client's APP_NAMESPACES).
 _NAMESPACES = ("workflows", "comfy")
@@ -187,13 +192,19 @@ def should_retry_status(status_code: int, headers: Mapping[str, str] | None = No
     """Whether an answer with this status is worth another try.
 
     408/409/429/502/503/504 are retried; a 504 that says the caller's own start timeout ran out
-    (``X-Fal-Request-Timeout-Type: user``) is not, and no other 4xx ever is.
+    (``X-Fal-Request-Timeout-Type: user``) is not, nor is a 429 whose ``X-Fal-Error-Type`` is
+    :data:`BUDGET_EXHAUSTED` (a spent budget does not come back by waiting); no other 4xx is.
+
+    >>> should_retry_status(429), should_retry_status(429, {"X-Fal-Error-Type": BUDGET_EXHAUSTED})
+    (True, False)
     """
     if status_code not in RETRY_STATUSES:
         return False
-    if status_code == 504 and headers is not None:
+    if status_code in (429, 504) and headers is not None:
         lowered = {k.lower(): v for k, v in headers.items()}
-        if lowered.get("x-fal-request-timeout-type"):
+        if status_code == 504 and lowered.get("x-fal-request-timeout-type"):
+            return False
+        if status_code == 429 and lowered.get("x-fal-error-type", "").strip() == BUDGET_EXHAUSTED:
             return False
     return True
 

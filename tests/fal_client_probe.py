@@ -2,10 +2,13 @@
 
 Run in a fresh process with FAL_KEY, FAL_QUEUE_RUN_HOST, FAL_RUN_HOST and SSL_CERT_FILE already
 set (fal-client reads its hosts at import time: recipe A of fal-protocol.md section 11).
+With FLUXNB_PROBE_FOREIGN_ID (another person's request id on a roster server) it also records
+what status, result and cancel of that id raise, next to those of an id that does not exist.
 Usage: python fal_client_probe.py IMAGE.png MASK.png
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -92,7 +95,27 @@ def main(image_path, mask_path):
         seen["invalid"] = None
     except fal_client.FalClientHTTPError as exc:
         seen["invalid"] = {"status_code": exc.status_code, "message": str(exc)}
+    foreign = os.environ.get("FLUXNB_PROBE_FOREIGN_ID")
+    if foreign:
+        seen["foreign"] = _refusals(foreign)
+        seen["unknown"] = _refusals("0" * 32)
     print(json.dumps(seen))
+
+
+def _refusals(request_id):
+    """What each of fal-client's calls on ``request_id`` raises (status code and text)."""
+    calls = {"status": lambda: fal_client.status(APP, request_id),
+             "status_logs": lambda: fal_client.status(APP, request_id, with_logs=True),
+             "result": lambda: fal_client.result(APP, request_id),
+             "cancel": lambda: fal_client.cancel(APP, request_id)}
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = None
+        except fal_client.FalClientHTTPError as exc:
+            out[name] = {"status_code": exc.status_code, "message": str(exc)}
+    return out
 
 
 if __name__ == "__main__":

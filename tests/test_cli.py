@@ -127,7 +127,8 @@ def test_help_has_examples_the_environment_and_no_rest_markup(capsys) -> None:
     assert "examples:" in run_help and "fluxnb run --image photo.jpg" in run_help
     assert "FLUXNB_KEY" in run_help and "FLUXNB_BASE_URL" in run_help and "--key KEY" in run_help
     usage = run_help.split("\n\n")[0]
-    assert "--prompt PROMPT" in usage and "[--prompt" not in usage  # shown as required
+    # --prompt is required unless --params-from IMAGE brings the saved one (issue 12, item 5)
+    assert "--prompt PROMPT" in usage and "--params-from IMAGE" in usage
     assert re.search(r"--port PORT\s+TCP port to listen on \(default 8000\)", texts["serve"])
     assert "examples:" in texts["serve"] and "examples:" in texts[""]
     assert "FLUXNB_KEY" in texts[""] and "FLUXNB_BASE_URL" in texts[""]
@@ -331,3 +332,92 @@ def test_serve_key_file_keeps_the_key_off_the_command_line_and_key_warns(tmp_pat
                           "--roster", str(tmp_path / "missing.csv")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--roster" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# -- fluxnb serve: --devices all without CUDA, --upstream credentials, connection limits -------
+
+
+@pytest.fixture
+def no_serve(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """``fluxnb.server.serve`` replaced: records the config instead of serving forever."""
+    import fluxnb.server
+
+    configs: list[object] = []
+    monkeypatch.setattr(fluxnb.server, "serve", configs.append)
+    return configs
+
+
+def _usage_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_serve_devices_all_without_cuda_is_one_usage_line(monkeypatch: pytest.MonkeyPatch,
+                                                          no_serve: list[object],
+                                                          capsys) -> None:
+    import fluxnb.server.replicas
+
+    monkeypatch.setattr(fluxnb.server.replicas, "_cuda_count", lambda: 0)  # a machine without CUDA
+    line = _usage_line(["serve", "--engine", "null", "--devices", "all"], capsys)
+    assert "--devices all" in line and "no CUDA device" in line and "--devices cpu" in line
+    line = _usage_line(["serve", "--engine", "null", "--devices", "all,cpu"], capsys)
+    assert "'all' stands alone" in line
+    assert no_serve == []
+
+
+def test_serve_devices_all_without_cuda_in_a_fresh_process_exits_2() -> None:
+    done = _fluxnb("serve", "--engine", "null", "--devices", "all", "--port", str(free_port()),
+                   env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA device" in lines[0]
+
+
+@pytest.mark.parametrize("url", ["http://user:pw-s3cret@127.0.0.1:9", "https://:pw-s3cret@h.test",
+                                 "ftp://u:pw-s3cret@h.test"])
+def test_serve_upstream_with_credentials_is_refused_without_echoing_them(
+        url: str, monkeypatch: pytest.MonkeyPatch, no_serve: list[object], capsys) -> None:
+    monkeypatch.setenv("FAL_KEY", "gateway-key-for-the-test")
+    line = _usage_line(["serve", "--engine", "fal", "--upstream", url], capsys)
+    assert "--upstream" in line and "user name or password" in line and "FAL_KEY" in line
+    assert "pw-s3cret" not in line and "gateway-key-for-the-test" not in line
+    assert no_serve == []
+
+
+def test_serve_connection_flags_reach_the_config_and_are_checked(no_serve: list[object],
+                                                                 capsys) -> None:
+    from fluxnb.server import ServerConfig
+
+    assert main(["serve", "--engine", "null", "--header-timeout", "2.5", "--body-timeout", "7",
+                 "--max-connections-per-address", "16"]) == 0
+    (config,) = no_serve
+    assert isinstance(config, ServerConfig)
+    assert (config.header_timeout, config.body_timeout, config.max_connections_per_address) \
+        == (2.5, 7.0, 16)
+    for flag, value, says in (("--header-timeout", "0", "> 0, not 0.0"),
+                              ("--body-timeout", "-1", "> 0, not -1.0"),
+                              ("--header-timeout", "inf", "> 0, not inf"),
+                              ("--max-connections-per-address", "0", ">= 1, not 0")):
+        line = _usage_line(["serve", "--engine", "null", flag, value], capsys)
+        assert line.startswith(f"fluxnb serve: {flag} must be") and says in line
+    assert len(no_serve) == 1
+
+
+def test_serve_help_lists_the_connection_flags_with_the_configs_defaults(capsys) -> None:
+    from fluxnb.server import ServerConfig
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = capsys.readouterr().out
+    section = text.split("\nconnections:\n", 1)[1].split("\n\n", 1)[0]
+    flat = " ".join(section.split())
+    defaults = ServerConfig()
+    assert f"headers (default {defaults.header_timeout:g})" in flat
+    assert f"body (default {defaults.body_timeout:g})" in flat
+    assert f"(default {defaults.max_connections_per_address})" in flat
+    assert all(len(line) <= 100 for line in text.splitlines())

@@ -46,6 +46,7 @@ LAYER_OF: Mapping[str, str] = {
     **dict.fromkeys(["fluxnb.errors", "fluxnb.schema", "fluxnb.fields", "fluxnb.protocol",
                      "fluxnb.datauri", "fluxnb.images", "fluxnb.maskcheck", "fluxnb.pictures",
                      "fluxnb.figures", "fluxnb._aio", "fluxnb._version"], KERNEL),
+    "fluxnb.params_meta": KERNEL,  # parameters inside saved images (issue 12, item 5)
     **dict.fromkeys(["fluxnb.client", "fluxnb._http", "fluxnb.sse", "fluxnb.uploads",
                      "fluxnb.result"], CLIENT),
     "fluxnb.server": SERVER,
@@ -60,6 +61,14 @@ LAYER_OF: Mapping[str, str] = {
     "fluxnb.server.sessions": SERVER,   # the login cookie's sessions
     "fluxnb.server.journal": SERVER,  # durable state: jobs, usage, result index in SQLite
     "fluxnb.server.durable": SERVER,  # the durable result store; where a server keeps state
+    # -- JobService's parts (service.py split along its seams) --
+    "fluxnb.server.views": SERVER,  # counts, status snapshots, watchers, the dashboard's views
+    "fluxnb.server.restart": SERVER,  # journal wiring: noting changes, reloading, expiry
+    "fluxnb.server.deadlines": SERVER,  # the queued jobs' deadline heap
+    "fluxnb.server.engine_setup": SERVER,  # engine replicas per device, with their options
+    # -- end JobService's parts --
+    "fluxnb.server.pinned": SERVER,  # the fetch guard: checked, pinned connections (item 10)
+    "fluxnb.server.engines.compose": SERVER,  # paste-back and crop-and-stitch (issue 12)
     **dict.fromkeys(["fluxnb.masks", "fluxnb.display", "fluxnb.widgets", "fluxnb.sweeps"], SURFACE),
     **dict.fromkeys(["fluxnb", "fluxnb.__main__", "fluxnb.cli", "fluxnb._cli_class",
                      "fluxnb._cli_output", "fluxnb.demo",

@@ -25,8 +25,8 @@ def _pyproject() -> dict:
 #: pyproject name (with extras) -> the conda-forge package that provides it
 CONDA_NAMES = {"uvicorn[standard]": "uvicorn-standard", "matplotlib": "matplotlib-base",
                "opencv-python-headless": "py-opencv"}
-#: base dependencies that conda-forge lacks and environment.yml leaves to pip (none today)
-PIP_ONLY: set[str] = set()
+#: base dependencies that conda-forge lacks and environment.yml leaves to pip
+PIP_ONLY: set[str] = {"pypatchmatch"}
 
 
 def _conda_specs() -> dict[str, tuple[str, str]]:
@@ -72,7 +72,11 @@ def test_environment_yml_installs_the_package_on_the_required_python() -> None:
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
     assert len(pip_sections) == 1, "environment.yml must pip-install the package, once"
     # pip installs the package itself and only what conda-forge lacks, never a dependency twice
-    assert sorted(pip_sections[0]) == sorted(["-e ."] + sorted(PIP_ONLY))
+    assert pip_sections[0][0] == "-e ."
+    pip_only = {Requirement(line).name: Requirement(line).specifier for line in pip_sections[0][1:]}
+    assert sorted(pip_only) == sorted(PIP_ONLY)
+    for name, spec in pip_only.items():   # the same bounds as pyproject.toml's
+        assert set(spec) == set(_pyproject_deps()[name]), f"{name}: environment.yml {spec}"
 
 
 @pytest.mark.parametrize("old, new", [

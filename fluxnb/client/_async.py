@@ -11,7 +11,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import httpx
@@ -25,6 +25,7 @@ from ._download import download, download_async, get_once
 from ._follow import Deadline, StreamSilent, StreamUnavailable, Tracker
 from ._inputs import file_name, needs_encoding
 from ._pools import LoopPools, loop_errors
+from ._record import job_record
 from ._responses import error_for_response, extra_submit_headers, log_path, retry_delay, strip_query
 from .result import InpaintResult
 from .sse import SSEParser
@@ -48,6 +49,8 @@ class AsyncJob(JobHandle):
     (``stream`` an async iterator)."""
 
     client: AsyncQueueClient | None = field(default=None, repr=False, compare=False)
+    #: What was sent (parameters, input sha256s, backend) for the images' metadata; never a key.
+    record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def _client(self) -> AsyncQueueClient:
         if self.client is None:
@@ -191,6 +194,7 @@ class AsyncQueueClient(_BaseClient[AsyncJob]):
             body, pending = await anyio.to_thread.run_sync(self._prepare, inputs, fields)
         else:
             body, pending = self._prepare(inputs, fields)
+        record = job_record(body, pending, base_url=self.base_url, is_fal=self.is_fal)
         extra = extra_submit_headers(priority=priority, hint=hint, start_timeout=start_timeout,
                                      headers=headers)
         for name, (data, mime) in pending.items():
@@ -199,7 +203,7 @@ class AsyncQueueClient(_BaseClient[AsyncJob]):
         response = await self._send("POST", self._submit_url(), idempotent=False, json=body,
                                     params=params,
                                     headers={"Content-Type": "application/json", **extra})
-        return self._job_from_submit(response)
+        return replace(self._job_from_submit(response), record=record)
 
     async def status(self, job: JobHandle | str, *, logs: bool = False) -> Status:
         """See :meth:`QueueClient.status`."""
@@ -214,7 +218,8 @@ class AsyncQueueClient(_BaseClient[AsyncJob]):
     async def result(self, job: JobHandle | str) -> InpaintResult:
         """See :meth:`QueueClient.result`."""
         handle = self._as_job(job)
-        return self._result_from(await self._send("GET", handle.response_url), handle)
+        return self._result_from(await self._send("GET", handle.response_url), handle).with_record(
+            getattr(handle, "record", None))
 
     async def cancel(self, job: JobHandle | str) -> str:
         """See :meth:`QueueClient.cancel`."""
@@ -230,7 +235,8 @@ class AsyncQueueClient(_BaseClient[AsyncJob]):
         deadline = _follow.deadline_after(timeout)
         handle = self._as_job(job)
         async with self._cancel_on_interrupt(handle):
-            return await self._wait(handle, timeout, deadline, on_update, logs)
+            result = await self._wait(handle, timeout, deadline, on_update, logs)
+            return result.with_record(getattr(handle, "record", None))
 
     async def run(self, inputs: Mapping[str, Any] | None = None, /, *,
                   timeout: float | None = None, on_update: Callback[Status] | None = None,
@@ -246,7 +252,7 @@ class AsyncQueueClient(_BaseClient[AsyncJob]):
                                 start_timeout=start_timeout, headers=headers, **fields)
         async with self._cancel_on_interrupt(job):
             await _call(on_enqueue, job)
-            return await self._wait(job, timeout, deadline, on_update, logs)
+            return (await self._wait(job, timeout, deadline, on_update, logs)).with_record(job.record)
 
     # -- following a job ---------------------------------------------------------------------
 

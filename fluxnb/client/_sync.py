@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import httpx
@@ -25,6 +25,7 @@ from ._base import JobHandle, _BaseClient
 from ._download import download, get_once
 from ._follow import Deadline, StreamSilent, StreamUnavailable, Tracker
 from ._inputs import file_name
+from ._record import job_record
 from ._responses import error_for_response, extra_submit_headers, log_path, retry_delay, strip_query
 from .result import InpaintResult
 from .sse import SSEParser
@@ -47,6 +48,8 @@ class Job(JobHandle):
     """
 
     client: QueueClient | None = field(default=None, repr=False, compare=False)
+    #: What was sent (parameters, input sha256s, backend) for the images' metadata; never a key.
+    record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def _client(self) -> QueueClient:
         if self.client is None:
@@ -167,6 +170,7 @@ class QueueClient(_BaseClient[Job]):
         """Queue a job; returns its handle. Inputs are encoded and validated before anything is
         sent (a bad input raises ValidationError without a request)."""
         body, pending = self._prepare(inputs, fields)
+        record = job_record(body, pending, base_url=self.base_url, is_fal=self.is_fal)
         extra = extra_submit_headers(priority=priority, hint=hint, start_timeout=start_timeout,
                                      headers=headers)
         for name, (data, mime) in pending.items():
@@ -174,7 +178,7 @@ class QueueClient(_BaseClient[Job]):
         params = {"fal_webhook": webhook_url} if webhook_url else None
         response = self._send("POST", self._submit_url(), idempotent=False, json=body,
                               params=params, headers={"Content-Type": "application/json", **extra})
-        return self._job_from_submit(response)
+        return replace(self._job_from_submit(response), record=record)
 
     def status(self, job: JobHandle | str, *, logs: bool = False) -> Status:
         """The job's status now: Queued, InProgress or Completed (``logs`` asks for its log lines)."""
@@ -191,7 +195,8 @@ class QueueClient(_BaseClient[Job]):
         """The job's output. A job that completed with an error raises JobFailedError
         (JobCancelledError when it was cancelled)."""
         handle = self._as_job(job)
-        return self._result_from(self._send("GET", handle.response_url), handle)
+        return self._result_from(self._send("GET", handle.response_url), handle).with_record(
+            getattr(handle, "record", None))
 
     def cancel(self, job: JobHandle | str) -> str:
         """Ask the server to cancel: ``"CANCELLATION_REQUESTED"``, or ``"ALREADY_COMPLETED"``.
@@ -214,7 +219,8 @@ class QueueClient(_BaseClient[Job]):
         deadline = _follow.deadline_after(timeout)
         handle = self._as_job(job)
         with self._cancel_on_interrupt(handle):
-            return self._wait(handle, timeout, deadline, on_update, logs)
+            return self._wait(handle, timeout, deadline, on_update, logs).with_record(
+                getattr(handle, "record", None))
 
     def run(self, inputs: Mapping[str, Any] | None = None, /, *, timeout: float | None = None,
             on_update: Callable[[Status], object] | None = None,
@@ -233,7 +239,7 @@ class QueueClient(_BaseClient[Job]):
         with self._cancel_on_interrupt(job):
             if on_enqueue is not None:
                 on_enqueue(job)
-            return self._wait(job, timeout, deadline, on_update, logs)
+            return self._wait(job, timeout, deadline, on_update, logs).with_record(job.record)
 
     # -- following a job ---------------------------------------------------------------------
 

@@ -132,6 +132,28 @@ class InpaintResult:
     input_image: Image.Image | None = None
     input_mask: Image.Image | None = None
     params: dict[str, Any] | None = None
+    #: What the client sent for this job (see :mod:`fluxnb.client._record`), when known.
+    record: dict[str, Any] | None = None
+
+    def with_record(self, record: Mapping[str, Any] | None) -> InpaintResult:
+        """Remember what was sent (a submit's record); returns ``self``."""
+        if record is not None:
+            self.record = dict(record)
+        return self
+
+    def metadata(self) -> dict[str, Any]:
+        """The record :meth:`save` writes into each image (:func:`fluxnb.read_params` reads it):
+        the inputs sent (or given to :meth:`with_inputs`), the seed used, engine and backend."""
+        from ..params_meta import build_metadata
+
+        base = dict(self.record or {})
+        params = {**(self.params or {}), **base.get("params", {})}
+        if self.prompt is not None:
+            params.setdefault("prompt", self.prompt)
+        engine = self.engine or base.get("engine") or (
+            "fal-ai/flux-lora" if base.get("backend") == "fal.ai" else None)
+        return build_metadata(params, seed=self.seed, engine=engine, backend=base.get("backend"),
+                              inputs=base.get("inputs", {}), defaults=bool(base or self.params))
 
     def with_inputs(self, image: Any = None, mask: Any = None,
                     params: Mapping[str, Any] | None = None) -> InpaintResult:
@@ -282,8 +304,12 @@ class InpaintResult:
 
         Files are ``{stem}_{i}.{ext}`` plus ``{stem}.json`` (``raw``, request id, metrics, logs,
         and ``extra`` such as the inputs that made it); ``stem`` defaults to the request id.
-        Nothing written holds a key.
+        Each PNG / JPEG carries the job's parameters (:meth:`metadata`; read them back with
+        :func:`fluxnb.read_params`), its pixels untouched. Nothing written holds a key.
         """
+        from ..params_meta import embed_metadata
+
+        meta = self.metadata()
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         stem = stem or (self.request_id or "result")
@@ -292,7 +318,7 @@ class InpaintResult:
             mime = sniff_mime(blob) or (self.images[i].content_type or "image/png")
             ext = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}.get(mime, "bin")
             path = folder / f"{stem}_{i}.{ext}"
-            path.write_bytes(blob)
+            path.write_bytes(embed_metadata(blob, meta))
             paths.append(path)
         sidecar = folder / f"{stem}.json"
         sidecar.write_text(json.dumps({**self.to_json(), **(extra or {})}, indent=2, default=str))

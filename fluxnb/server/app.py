@@ -339,7 +339,8 @@ def _file_owned(svc: JobService, person: Person, token: str, name: str) -> bool:
 @_routes.get(FILES_PREFIX + "{token}/{name}")
 async def files(request: Request, svc: Service, token: str, name: str) -> Response:
     svc.count("files")
-    person = _person(request) if request.app.state.auth.has_roster else None
+    # with a roster or a key, a file is its owner's (the key holder's): the token is checked
+    person = None if request.app.state.auth.open else _person(request)
     found = svc.file(token, name)
     if found is None or not found[0].is_file() or (
             person is not None and not _file_owned(svc, person, token, name)):
@@ -369,6 +370,8 @@ async def run_sync(request: Request, svc: Service, sub: RunNow) -> Response:
 @_routes.post("/{full_path:path}")
 async def submit(request: Request, svc: Service, sub: Submitted) -> Response:
     job = _enqueue(svc, sub)
+    if svc.journal is not None:  # durable before the client holds its id (off the event loop)
+        await run_in_threadpool(svc.wait_saved)
     body: dict[str, Any] = {"status": IN_QUEUE, **_urls(request, job), "logs": None, "metrics": {},
                             "queue_position": svc.position(job) or 0, "gateway_request_id": job.id}
     return JSONResponse(body, headers={"x-fal-request-id": job.id})

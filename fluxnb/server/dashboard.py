@@ -216,9 +216,28 @@ def _name(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not 0 < len(value) <= 200:
-        raise Rejected.detail(422, f"{key!r} must be a name of 1 to 200 characters, not {value!r:.60}")
+    if not isinstance(value, str) or not 0 < len(value) <= 200 or not _encodable(value):
+        raise Rejected.detail(422, f"{key!r} must be a name of 1 to 200 characters (valid "
+                                   f"Unicode), not {ascii(value):.60}")
     return value
+
+
+def _encodable(text: str) -> bool:
+    """False for text with a lone UTF-16 surrogate (it could never be sent back as JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _login_form(raw: bytes) -> dict[str, list[str]]:
+    """The login form's fields; a 400 for a body of more than a few fields."""
+    try:
+        return parse_qs(raw.decode("utf-8", "replace"), max_num_fields=4)
+    except ValueError:
+        raise Rejected.detail(400, "The login form has at most 4 fields (token and next); "
+                                   "use the login page's form") from None
 
 
 def _login_ok(request: Request, token: str) -> Person | None:
@@ -271,7 +290,7 @@ def dashboard_router(person: Callable[[Request], Person]) -> APIRouter:
     async def login(request: Request) -> Response:
         _same_origin(request)
         raw = await _capped_body(request)
-        form = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=4)
+        form = _login_form(raw)
         token = (form.get("token") or [""])[0].strip()
         wanted = (form.get("next") or [""])[0]
         who = _login_ok(request, token) if token else None

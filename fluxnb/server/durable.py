@@ -19,9 +19,10 @@ from pathlib import Path
 
 from ..protocol import COMPLETED, IN_PROGRESS, IN_QUEUE, LogEntry
 from .config import ServerConfig
-from .journal import Journal
+from .engines import EngineOutput, EngineRequest
+from .journal import Journal, private_dir
 from .record import JobRecord, now_iso
-from .store import InMemoryResultStore, ResultStore
+from .store import InMemoryResultStore, ResultStore, StoredResult
 
 __all__ = ["RERUN_LINE", "DurableResultStore", "default_state_dir", "recover", "state_for"]
 
@@ -43,7 +44,7 @@ class DurableResultStore(InMemoryResultStore):
         """Load the index from the (open) journal; remove files nobody indexes (a job that was
         running at a crash)."""
         directory = self.journal.directory / "results"
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         kept = self.journal.load_results()
         with self._lock:
             self._dir = directory
@@ -59,6 +60,17 @@ class DurableResultStore(InMemoryResultStore):
         for path in directory.iterdir():
             if path.name not in known:
                 shutil.rmtree(path, ignore_errors=True)
+            elif path.is_dir():
+                _private_files(path)  # results an older fluxnb kept world-readable
+
+    def save(self, job_id: str, output: EngineOutput, request: EngineRequest,
+             elapsed: float) -> StoredResult:
+        """Write the result's files as the in-memory store does, then make them 0600 (their
+        folder 0700): they are one person's pictures."""
+        stored = super().save(job_id, output, request, elapsed)
+        if stored.files_token is not None and self._dir is not None:
+            _private_files(self._dir / stored.files_token)
+        return stored
 
     def close(self) -> None:
         with self._lock:
@@ -73,6 +85,14 @@ class DurableResultStore(InMemoryResultStore):
     def _evicted_locked(self, job_ids: list[str]) -> None:
         if job_ids:
             self.journal.forget(job_ids)
+
+
+def _private_files(folder: Path) -> None:
+    """``folder`` 0700 and the files in it 0600."""
+    folder.chmod(0o700)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o600)
 
 
 def default_state_dir(config: ServerConfig) -> Path | None:

@@ -60,7 +60,7 @@ def _split_host(value: str) -> tuple[str, int | None] | None:
         port_text = rest[1:] if rest else ""
     else:
         name, _, port_text = value.rpartition(":") if ":" in value else (value, "", "")
-    if port_text and not (port_text.isdigit() and len(port_text) <= 5):
+    if port_text and not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
         return None
     return name, int(port_text) if port_text else None
 

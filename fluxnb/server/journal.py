@@ -5,7 +5,9 @@ survives a restart, even a ``kill -9``.
 Writes never block the service: :meth:`Journal.save` and :meth:`Journal.forget` only note what
 changed (cheap, under the service's lock); one writer thread puts the newest state of every
 noted job into the database in a single transaction, a few milliseconds later. A crash loses at
-most those last milliseconds. :meth:`Journal.flush` waits for the writer.
+most those last milliseconds, unless the caller waits: :meth:`Journal.flush` waits for the
+writer, and :meth:`Journal.sync` for the changes noted so far only (the submit route uses it, so
+a job whose id the client holds is on disk).
 
 >>> import tempfile
 >>> from fluxnb.server.record import JobRecord
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -33,7 +36,7 @@ from typing import Any
 from ..protocol import COMPLETED, LogEntry
 from .record import JobRecord
 
-__all__ = ["JOURNAL_FILE", "MAX_LOG_LINES", "Journal", "KeptResult"]
+__all__ = ["JOURNAL_FILE", "MAX_LOG_LINES", "Journal", "KeptResult", "private_dir"]
 
 logger = logging.getLogger("fluxnb.server")
 
@@ -81,17 +84,25 @@ class Journal:
         self._changed = threading.Condition()
         self._pending: dict[tuple[str, str], Any] = {}  # (kind, key) -> what to write
         self._busy = False
+        self._noted = 0  # changes noted so far, and how many of them are written (sync())
+        self._written = 0
         self._closing = False
         self._writer: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Create (or reopen) the database and start the writer thread."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Create (or reopen) the database and start the writer thread. The folder is made
+        private (0700) and the database 0600: it holds every person's prompts and inputs."""
+        private_dir(self.directory)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite's -wal, -shm too
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                              timeout=10.0)
         db.execute("PRAGMA journal_mode=WAL")
+        for suffix in ("", "-wal", "-shm"):  # files an older fluxnb made world-readable
+            path = self.path.with_name(self.path.name + suffix)
+            if path.exists():
+                path.chmod(0o600)
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         self._db = db
@@ -126,6 +137,24 @@ class Journal:
                     return
                 self._changed.wait(left)
 
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait (at most ``timeout`` s) until every change noted before this call is written
+        (later ones need not be: a busy server never starves the caller); whether they are. A
+        write that fails (a full disk) is logged by the writer and counts as done.
+
+        >>> # journal.save(job); journal.sync()  # job's row is on disk, even after a kill -9
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            target = self._noted
+            while self._written < target and self._writer is not None \
+                    and self._writer.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            return self._written >= target
+
     # -- noting changes (cheap; callable with the service's lock held) -------------------------
 
     def save(self, job: JobRecord) -> None:
@@ -151,6 +180,7 @@ class Journal:
         with self._changed:
             self._pending.pop(key, None)  # re-insert: the newest change is written last
             self._pending[key] = value
+            self._noted += 1
             self._changed.notify_all()
 
     # -- reading (at start) --------------------------------------------------------------------
@@ -188,6 +218,7 @@ class Journal:
                     return
                 batch, self._pending = self._pending, {}
                 self._busy = True
+                noted = self._noted  # the batch holds every change noted up to here
             try:
                 self._write(batch)
             except Exception:  # noqa: BLE001 - the writer must outlive a full disk or a bug
@@ -195,6 +226,7 @@ class Journal:
             finally:
                 with self._changed:
                     self._busy = False
+                    self._written = noted
                     self._changed.notify_all()
 
     def _write(self, batch: dict[tuple[str, str], Any]) -> None:
@@ -210,6 +242,17 @@ class Journal:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+
+def private_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents) if needed and make it 0700: only the server's
+    user may list or read what is in it."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:  # mkdir's mode skips a folder that exists and is masked by umask
+        directory.chmod(0o700)
+    except OSError as exc:  # not ours (a shared --state-dir): say so, keep serving
+        logger.warning("could not make the state folder %s private (chmod 700): %s; other "
+                       "users may read the prompts and images in it", directory, exc)
 
 
 def _apply(db: sqlite3.Connection, kind: str, key: str, value: Any) -> None:

@@ -6,7 +6,8 @@ whole words: case-insensitively, after Unicode NFKC normalisation and case foldi
 full-width or odd-case letters do not slip past), with any whitespace between a phrase's words;
 "class" in the list does not match "classic". Words are runs of letters, digits and ``_``; any
 other visible character stands alone ("c++" matches "C++ code"). Invisible format characters
-(soft hyphens, zero width spaces) are dropped from the prompt before matching.
+(soft hyphens, zero width spaces), combining marks left over after NFKC (a combining grapheme
+joiner, variation selectors, a stray accent) and Hangul fillers are dropped before matching.
 
 The refusal is a 422 in fal's shape naming ``prompt``; it never shows the list (nor which entry
 matched). :meth:`Blocklist.reload` re-reads the file (SIGHUP does, with the roster).
@@ -41,15 +42,24 @@ class BlocklistError(ValueError):
     """A blocklist file that cannot be used; the message names the file (and line)."""
 
 
+#: Dropped before matching: format characters (Cf: soft hyphen, zero width space) and the
+#: combining marks NFKC leaves apart (Mn: a combining grapheme joiner, variation selectors or a
+#: stray accent inside a word would otherwise split it), and the invisible Hangul fillers.
+_DROPPED = ("Cf", "Mn")
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
 def normalise(text: str) -> str:
-    """``text`` as it is matched: NFKC, case-folded, without format characters (category Cf).
+    """``text`` as it is matched: NFKC, case-folded, without format characters (category Cf),
+    combining marks NFKC did not compose (Mn) and Hangul fillers.
 
     >>> normalise("Ｃｌａ\\u00adSS")
     'class'
     """
     folded = unicodedata.normalize("NFKC", text).casefold()
     if not folded.isascii():
-        folded = "".join(c for c in folded if unicodedata.category(c) != "Cf")
+        folded = "".join(c for c in folded
+                         if unicodedata.category(c) not in _DROPPED and c not in _FILLERS)
         folded = unicodedata.normalize("NFKC", folded)
     return folded
 

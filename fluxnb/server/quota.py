@@ -38,13 +38,13 @@ from typing import Any
 
 from PIL import Image
 
-from ..protocol import IN_PROGRESS, IN_QUEUE
+from ..protocol import BUDGET_EXHAUSTED, IN_PROGRESS, IN_QUEUE
 from ..schema import PRICE_PER_MEGAPIXEL, estimate_cost, resolve_image_size
 from .auth import Person
 from .config import ServerConfig
 from .record import JobRecord
 
-__all__ = ["Ledger", "Quota", "QuotaExceeded", "requested_size"]
+__all__ = ["Ledger", "Quota", "QuotaExceeded", "output_megapixels", "requested_size"]
 
 #: The size assumed for a job whose size is not known at submit (an http(s) input): 1 MP.
 _UNKNOWN_SIZE = (1000, 1000)
@@ -66,7 +66,10 @@ class QuotaExceeded(Exception):
 
     @property
     def headers(self) -> dict[str, str]:
-        """``Retry-After`` (whole seconds) when waiting helps, else nothing."""
+        """``Retry-After`` (whole seconds) when waiting helps; for a spent budget
+        ``X-Fal-Error-Type: budget_exhausted`` (clients do not retry it); else nothing."""
+        if self.limit in ("budget_mp", "budget_usd"):
+            return {"X-Fal-Error-Type": BUDGET_EXHAUSTED}
         if self.retry_after is None:
             return {}
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
@@ -153,6 +156,21 @@ def requested_size(params: Mapping[str, Any], image: Image.Image | bytes | None
     else:
         w, h = _header_size(image) or _UNKNOWN_SIZE
     return w, h, count
+
+
+def output_megapixels(result: Mapping[str, Any] | None) -> float:
+    """Megapixels of a result's ``images`` (width x height each, summed).
+
+    >>> output_megapixels({"images": [{"width": 1000, "height": 500}] * 2})
+    1.0
+    """
+    total = 0
+    for image in (result or {}).get("images") or []:
+        if isinstance(image, Mapping):
+            w, h = image.get("width"), image.get("height")
+            if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
+                total += w * h
+    return total / 1e6
 
 
 def _header_size(data: bytes | None) -> tuple[int, int] | None:
@@ -283,13 +301,19 @@ class Quota:
 
     # -- the end of a job -------------------------------------------------------------------
 
-    def finish(self, job_id: str, *, ran: bool, cost_usd: float | None = None) -> None:
+    def finish(self, job_id: str, *, ran: bool, cost_usd: float | None = None,
+               megapixels: float | None = None) -> None:
         """A job ended: ``ran`` False (cancelled or timed out while queued, failed before the
         engine ran) refunds its megapixels; ``cost_usd`` is added to its owner's spending.
+        ``megapixels`` (:func:`output_megapixels` of the result) charges what a job that ran
+        made beyond its estimate (an ``image_url`` input's size is unknown at submit).
         Unknown ids (already finished, or restored after a restart) are only charged the cost."""
         held = self._held.pop(job_id, None)
         if held is None:
             return
+        if ran and megapixels is not None and math.isfinite(megapixels) \
+                and megapixels > held.megapixels:
+            self.ledger.charge(held.owner, megapixels=megapixels - held.megapixels)
         mine = self._by_owner.get(held.owner, {})
         mine.pop(job_id, None)
         if not mine:

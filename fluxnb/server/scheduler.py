@@ -1,7 +1,9 @@
 """Which queued job runs next: the one place that decides. :class:`FairScheduler` gives turns
 per owner by virtual finish tags (weighted fair queuing), ``priority`` first (fal's
-``X-Fal-Queue-Priority: low`` runs after every normal job). One owner (the laptop server's None)
-is plain FIFO.
+``X-Fal-Queue-Priority: low`` runs after every normal job), and the person with the least recent
+work goes first: one who has had no turn for a while starts ``idle_credit`` turns behind the
+clock, so ahead of the owners who keep the queue full. One owner (the laptop server's None) is
+plain FIFO.
 
 >>> from dataclasses import dataclass
 >>> @dataclass(eq=False)
@@ -82,10 +84,17 @@ def _positive(value: Any, default: int) -> int:
 class FairScheduler(Generic[JobT]):
     """The queue in run order: priority, then each owner's virtual finish tag, then arrival.
 
-    A job's tag is ``max(virtual time, the owner's last queued tag) + cost`` (``cost(job)``,
-    default 1); the virtual time is the tag of the last job dispatched. So an owner with 100 jobs
-    queued takes turns with one who just arrived, who waits about one job. Positions are ranks
-    in sorted lists (C-level bisect): add, remove, next and position are O(log N) plus a memmove.
+    A job's tag is ``start + cost`` (``cost(job)``, default 1) with ``start = max(virtual time -
+    idle_credit x a typical cost, the owner's last queued or last served tag)``; the virtual time
+    is the largest tag dispatched so far and a typical cost is an average of recent arrivals'.
+    So an owner with 100 jobs queued takes turns with the others, and one who has had no work in
+    the last ``idle_credit`` rounds goes before their next jobs (least recent work first), for at
+    most ``idle_credit`` turns' worth before taking turns again: the busy owners still get a turn
+    in every round, and every person about one share. ``idle_credit=0`` is self-clocked fair
+    queuing as before (a returning owner ties with the backlogged ones and runs after them).
+    Tags are fixed when a job is added, so a position is the dispatch order as things stand.
+    Positions are ranks in sorted lists (C-level bisect): add, remove, next and position are
+    O(log N) plus a memmove.
 
     Pauses: a paused owner's jobs stay queued but move behind every other job, and ``next()``
     skips them; their position counts every runnable job first, then the held ones in their
@@ -95,15 +104,21 @@ class FairScheduler(Generic[JobT]):
     resume in. Not thread-safe: the job service calls it with its lock held.
     """
 
-    def __init__(self, cost: Callable[[JobT], float] | None = None) -> None:
+    def __init__(self, cost: Callable[[JobT], float] | None = None,
+                 idle_credit: float = 1.0) -> None:
+        if not (math.isfinite(idle_credit) and idle_credit >= 0):
+            raise ValueError(f"idle_credit must be a finite number >= 0, not {idle_credit!r}")
         self._cost = cost
+        self._credit = float(idle_credit)
+        self._typical = 0.0  # an average of recent arrivals' costs (0: none yet)
         self._ready = _SortedKeys()
         self._held = _SortedKeys()
         self._jobs: dict[int, JobT] = {}
         self._where: dict[JobT, tuple[_Key, bool]] = {}  # job -> (key, held)
         self._by_owner: dict[str | None, dict[JobT, None]] = {}
-        self._clock: dict[int, float] = {}  # per priority: tag of the last job dispatched
+        self._clock: dict[int, float] = {}  # per priority: the largest tag dispatched
         self._last: dict[tuple[int, str | None], float] = {}  # per (priority, owner) queued
+        self._served: dict[tuple[int, str | None], float] = {}  # ... and last dispatched
         self._count: dict[tuple[int, str | None], int] = {}
         self._paused_owners: set[str] = set()
         self._paused_all = False
@@ -111,9 +126,10 @@ class FairScheduler(Generic[JobT]):
 
     # -- the queue ------------------------------------------------------------------------
 
-    def add(self, job: JobT) -> None:
-        """Queue ``job`` at its owner's next turn (behind the owner's earlier jobs)."""
-        key = self._tag(job)
+    def add(self, job: JobT, *, credit: bool = True) -> None:
+        """Queue ``job`` at its owner's next turn (behind the owner's earlier jobs); with
+        ``credit=False`` no earlier than the current virtual time."""
+        key = self._tag(job, credit)
         held = job.owner is not None and job.owner in self._paused_owners
         (self._held if held else self._ready).add(key)
         self._jobs[key[3]] = job
@@ -136,6 +152,7 @@ class FairScheduler(Generic[JobT]):
         key = self._ready.pop_first()
         job = self._jobs[key[3]]
         self._clock[key[0]] = max(self._clock.get(key[0], 0.0), key[1])
+        self._served[(key[0], job.owner)] = key[1]
         self._forget(job, key)
         return job
 
@@ -175,7 +192,7 @@ class FairScheduler(Generic[JobT]):
         for job in jobs:
             self.remove(job)
         for job in jobs:
-            self.add(job)
+            self.add(job, credit=False)
 
     def paused(self) -> dict[str, Any]:
         """``{"queue": bool, "owners": sorted names held}``."""
@@ -190,12 +207,16 @@ class FairScheduler(Generic[JobT]):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _tag(self, job: JobT) -> _Key:
+    def _tag(self, job: JobT, credit: bool = True) -> _Key:
         slot = (job.priority, job.owner)
         cost = float(self._cost(job)) if self._cost is not None else 1.0
         if not (math.isfinite(cost) and cost > _MIN_COST):
             cost = 1.0 if not math.isfinite(cost) else _MIN_COST
-        finish = max(self._clock.get(job.priority, 0.0), self._last.get(slot, 0.0)) + cost
+        self._typical = cost if not self._typical else self._typical + (cost - self._typical) / 32
+        clock = self._clock.get(job.priority, 0.0)
+        start = clock - self._credit * self._typical if credit else clock
+        earliest = self._last.get(slot, self._served.get(slot, -math.inf))
+        finish = max(start, earliest) + cost
         self._last[slot] = finish
         self._count[slot] = self._count.get(slot, 0) + 1
         self._n += 1

@@ -1,12 +1,15 @@
-"""The job service: the queue and its positions, state changes, watchers, the timeout reaper and
-the stats of one server.
+"""The job service: the queue and its positions, state changes, watchers and the timeout
+reaper of one server.
 
 Knows nothing about HTTP: the app turns requests into :meth:`JobService.submit` /
 :meth:`JobService.cancel` calls and jobs into status bodies. Three seams keep the policy apart:
 a :class:`~fluxnb.server.scheduler.FairScheduler` decides which job runs next, a
 :class:`~fluxnb.server.worker.Worker` runs it and a :class:`~fluxnb.server.store.ResultStore`
 keeps its output. Worker threads wake asyncio listeners (SSE streams) through
-:meth:`JobService.watch` without polling.
+:meth:`JobService.watch` without polling. Two base classes hold the rest: the counts and the
+class server's views (:mod:`~fluxnb.server.views`) and the journal wiring for a restart
+(:mod:`~fluxnb.server.restart`); the deadlines' heap is :mod:`~fluxnb.server.deadlines` and
+the engine replicas are built in :mod:`~fluxnb.server.engine_setup`.
 
 >>> from fluxnb.server.config import ServerConfig
 >>> service = JobService(ServerConfig(engine="null"))
@@ -17,15 +20,10 @@ keeps its output. Worker threads wake asyncio listeners (SSE streams) through
 
 from __future__ import annotations
 
-import asyncio
-import heapq
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -33,44 +31,41 @@ from PIL import Image
 from ..protocol import COMPLETED, IN_PROGRESS, IN_QUEUE, LogEntry
 from .auth import Person
 from .config import ServerConfig
-from .durable import recover, state_for
-from .engines import Engine, create_engine
+from .deadlines import Deadlines
+from .durable import state_for
+from .engine_setup import build_replicas
+from .engine_setup import make_engine as _make_engine  # noqa: F401 - its old home
+from .engines import Engine
 from .inputs import FetchPolicy, ImageLimits
-from .quota import Quota, QuotaExceeded, requested_size
+from .quota import Quota, QuotaExceeded, output_megapixels, requested_size
 from .record import JobRecord, elide_data_uri, now_iso
-from .replicas import Replica, input_size, resolve_devices
+from .replicas import Replica, input_size
+from .restart import RestartableState
 from .scheduler import FairScheduler, work_units
 from .store import ResultStore, encode_image
-from .worker import Done, Failed, Outcome, Worker, WorkerContext
+from .views import JOB_OUTCOMES, REQUEST_KINDS, ServiceViews
+from .worker import Done, Failed, Outcome, WorkerContext
 
 __all__ = ["JobRecord", "JobService"]
 
 logger = logging.getLogger("fluxnb.server")
-_REAP_WAIT_MAX = 3600.0  # the timeout thread wakes at least this often (threading's waits overflow)
 _REAP_BATCH = 32  # expired jobs failed per hold of the lock (~ms; others get it in between)
 
 _PRIORITIES = {"normal": 0, "low": 1}
-_REQUEST_KINDS = ("submit", "run", "status", "stream", "result", "cancel", "files")
-_JOB_OUTCOMES = ("submitted", "completed", "failed", "cancelled", "timed_out", "rejected",
-                 "moderated")  # moderated: refused by the blocklist (also counted as rejected)
 _OUTCOMES = {"request_cancelled": "cancelled", "request_timeout": "timed_out"}  # by error_type
 
 
-class JobService:
+class JobService(ServiceViews, RestartableState):
     """Queue, workers and results of one server.
 
     ``stats`` counts requests by kind and jobs by outcome. Results live in ``store`` (by
     default an :class:`~fluxnb.server.store.InMemoryResultStore` of ``config.max_results``
-    jobs, whose files :meth:`stop` deletes).
+    jobs, whose files :meth:`stop` deletes; with a state dir, durable ones).
     """
 
     def __init__(self, config: ServerConfig, engine: Engine | None = None, *,
                  store: ResultStore | None = None):
         self.config = config
-        # -- queue and replicas (issue 11, items 3 and 9) --
-        devices = resolve_devices(config.devices) if engine is None else (None,)
-        engines = [engine] if engine is not None else [_make_engine(config, d) for d in devices]
-        self.engine = engines[0]  # the first replica: what info() and the startup line show
         self.limits = ImageLimits(max_bytes=config.max_image_bytes,
                                   max_pixels=config.max_image_pixels,
                                   fetch=FetchPolicy(allow_private=config.allow_private_fetch,
@@ -79,17 +74,16 @@ class JobService:
         self.journal, default_store = state_for(config) if store is None else (None, store)
         self.store: ResultStore = default_store
         self._stopped = threading.Event()  # wakes the keep-results thread at stop()
-        self._replicas = [
-            Replica(e, Worker(e, self.store, self.limits, config.fetch_timeout),
-                    threading.BoundedSemaphore(_slots(config.workers, e)), device)
-            for e, device in zip(engines, devices, strict=True)]
+        # -- queue and replicas (issue 11, items 3 and 9) --
+        self._replicas = build_replicas(config, engine, self.store, self.limits)
+        self.engine = self._replicas[0].engine  # what info() and the startup line show
         self._worker = self._replicas[0].worker
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._reap = threading.Condition(self._lock)
         self._jobs: dict[str, JobRecord] = {}
         self._queue: FairScheduler[JobRecord] = FairScheduler(_job_cost)
-        self._deadlines: list[tuple[float, int, JobRecord]] = []  # a heap; lazy deletion
+        self._deadlines = Deadlines()  # of the queued jobs that have one
         self._watched: set[JobRecord] = set()  # jobs with watchers: woken on position changes
         self._running: set[JobRecord] = set()
         self._seq = 0
@@ -97,12 +91,11 @@ class JobService:
         self._threads: list[threading.Thread] = []
         self._slots = self._replicas[0].slots
         # -- end queue and replicas --
-        self._requests = dict.fromkeys(_REQUEST_KINDS, 0)
-        self._outcomes = dict.fromkeys(_JOB_OUTCOMES, 0)
+        self._requests = dict.fromkeys(REQUEST_KINDS, 0)
+        self._outcomes = dict.fromkeys(JOB_OUTCOMES, 0)  # over_quota: 429s (also rejected)
         # -- quotas and budgets (issue 11, item 4; fluxnb.server.quota) --
         self.quota = Quota(config)
         self.quota.slots = max(1, config.workers) * len(self._replicas)
-        self._outcomes["over_quota"] = 0  # submits refused with a 429 (also counted as rejected)
         # -- end quotas --
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -150,33 +143,6 @@ class JobService:
         if self.journal is not None:  # queued and running jobs stay in it for the next start
             self.journal.close()
 
-    # -- stats ----------------------------------------------------------------------------
-
-    def count(self, kind: str) -> None:
-        """Count one request of ``kind`` (submit, status, stream, result, cancel, files)."""
-        with self._lock:
-            self._requests[kind] = self._requests.get(kind, 0) + 1
-
-    def count_rejected(self) -> None:
-        """Count a submit the server refused (bad input, auth, size)."""
-        with self._lock:
-            self._outcomes["rejected"] += 1
-
-    # -- moderation (issue 11, item 6) --
-    def count_moderated(self) -> None:
-        """Count a submit whose prompt the blocklist refused (the app counts it as rejected too)."""
-        with self._lock:
-            self._outcomes["moderated"] += 1
-    # -- end moderation --
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        """A snapshot: ``{"requests": {...}, "jobs": {...}, "queued": n, "running": n, "stored": n}``."""
-        with self._lock:
-            return {"requests": dict(self._requests), "jobs": dict(self._outcomes),
-                    "queued": len(self._queue), "running": len(self._running),
-                    "stored": len(self.store)}
-
     # -- submit / look up / cancel --------------------------------------------------------
 
     def submit(self, app: str, params: dict[str, Any], *, image: bytes | Image.Image | None = None,
@@ -222,7 +188,7 @@ class JobService:
             self._touch_queued()
             self._work.notify()
             if job.deadline is not None:
-                self._push_deadline_locked(job)
+                self._deadlines.push(job, queued=len(self._queue))
                 self._reap.notify()
             self._journal_locked(job)
         return job
@@ -253,95 +219,6 @@ class JobService:
         """Append a line to ``job``'s logs and wake the watchers that show logs."""
         with self._lock:
             self._log_locked(job, message, level)
-
-    def snapshot(self, job: JobRecord, with_logs: bool) -> dict[str, Any]:
-        """The job's status fields (without URLs), consistent under the lock."""
-        with self._lock:
-            body: dict[str, Any] = {"status": job.state}
-            if job.state == IN_QUEUE:
-                body["queue_position"] = self._queue.position(job)
-            if job.state != IN_QUEUE:
-                body["logs"] = [e.to_json() for e in job.logs] if with_logs else None
-            if job.state == COMPLETED:
-                body["metrics"] = ({"inference_time": job.inference_time}
-                                   if job.inference_time is not None else {})
-                if job.error is not None:
-                    body["error"] = job.error
-                    body["error_type"] = job.error_type
-            return body
-
-    def position(self, job: JobRecord) -> int | None:
-        """0-based place in the queue (0 = next), or None when not queued."""
-        with self._lock:
-            return self._queue.position(job) if job.state == IN_QUEUE else None
-
-    @contextmanager
-    def watch(self, job: JobRecord, *, logs: bool = True) -> Iterator[asyncio.Event]:
-        """An asyncio.Event set (from any thread) whenever ``job`` changes; use in a coroutine.
-        With ``logs=False`` a new log line alone does not set it (state and position changes do)."""
-        event = asyncio.Event()
-        key = (asyncio.get_running_loop(), event, logs)
-        with self._lock:
-            job._watchers.add(key)
-            self._watched.add(job)
-        try:
-            yield event
-        finally:
-            with self._lock:
-                job._watchers.discard(key)
-                if not job._watchers:
-                    self._watched.discard(job)
-
-    def file(self, token: str, name: str) -> tuple[Path, str] | None:
-        """(path, content type) of a stored result file, or None."""
-        return self.store.file(token, name)
-
-    # -- the class server: pauses, the job list and usage (the dashboard's view) ------------
-
-    def pause(self, owner: str | None = None) -> None:
-        """Hold ``owner``'s queued jobs (None: the whole queue); running jobs finish.
-
-        Held jobs stay queued (and may still time out or be cancelled). Their
-        ``queue_position`` counts every runnable job first, then the held ones in their order;
-        a paused queue keeps the positions it will resume with (see
-        :class:`~fluxnb.server.scheduler.FairScheduler`).
-
-        >>> # service.pause("bob"); service.paused() == {"queue": False, "owners": ["bob"]}
-        """
-        with self._lock:
-            self._queue.pause(owner)
-            self._touch_queued()
-
-    def resume(self, owner: str | None = None) -> None:
-        """Let ``owner``'s jobs (None: the whole queue) run again; idle workers wake up. A
-        resumed owner's jobs take their turns from now on (no catch-up burst)."""
-        with self._lock:
-            self._queue.resume(owner)
-            self._touch_queued()
-            self._work.notify_all()
-
-    def paused(self) -> dict[str, Any]:
-        """``{"queue": bool, "owners": sorted names held}``."""
-        with self._lock:
-            return self._queue.paused()
-
-    def replicas(self) -> list[dict[str, Any]]:
-        """One ``{"device", "engine", "done", "running"}`` per engine replica (``--devices``)."""
-        with self._lock:
-            return [r.info() for r in self._replicas]
-
-    def jobs(self, owner: str | None = None) -> list[JobRecord]:
-        """Every job the service still knows (all owners when ``owner`` is None), oldest first."""
-        with self._lock:
-            return [j for j in self._jobs.values() if owner is None or j.owner == owner]
-
-    def usage(self) -> dict[str, dict[str, Any]]:
-        """Per owner, every roster person included: ``{"queued", "running", "completed",
-        "failed", "megapixels", "usd"}`` and its limits (``max_queued``, ``budget_mp``,
-        ``budget_usd``; None when unlimited). Megapixels and dollars are this server session's
-        (the :class:`~fluxnb.server.quota.Ledger`; evicting old jobs does not reset them)."""
-        with self._lock:
-            return self.quota.usage(list(self._jobs.values()))
 
     # -- internals: threads ---------------------------------------------------------------
 
@@ -440,32 +317,17 @@ class JobService:
             time.sleep(0)  # a full batch done: let the requests waiting for the lock in first
 
     def _reap_locked(self) -> float | None:
-        """Fail up to one batch of queued jobs past their deadline (a heap of deadlines, stale
-        entries dropped as they surface); seconds until the next one (0: more are due now,
-        None: no deadline left). The queued jobs' watchers are woken once per batch."""
+        """Fail up to one batch of queued jobs past their deadline; seconds until the next one
+        (0: more are due now, None: no deadline left). The queued jobs' watchers are woken
+        once per batch."""
         now = time.monotonic()
-        heap, failed = self._deadlines, 0
-        while heap and heap[0][0] <= now and failed < _REAP_BATCH:
-            _deadline, _seq, job = heapq.heappop(heap)
-            if job.state != IN_QUEUE:
-                continue  # started, cancelled or already failed: a stale entry
+        due = self._deadlines.due(now, _REAP_BATCH)
+        for job in due:
             self._queue.remove(job)
             self._fail_locked(job, Failed.timed_out())
-            failed += 1
-        if failed:
+        if due:
             self._touch_queued()
-        if not heap:
-            return None
-        return min(max(0.0, heap[0][0] - now), _REAP_WAIT_MAX)
-
-    def _push_deadline_locked(self, job: JobRecord) -> None:
-        """Note ``job``'s deadline for the reaper; the heap is rebuilt from the queued jobs
-        when stale entries outnumber them (amortised O(log N) per job)."""
-        assert job.deadline is not None
-        if len(self._deadlines) > 2 * len(self._queue) + 64:
-            self._deadlines = [e for e in self._deadlines if e[2].state == IN_QUEUE]
-            heapq.heapify(self._deadlines)
-        heapq.heappush(self._deadlines, (job.deadline, job.seq, job))
+        return self._deadlines.wait(now)
 
     # -- internals: state changes (caller holds the lock) ---------------------------------
 
@@ -493,7 +355,8 @@ class JobService:
         job.files_token = outcome.files_token
         job.cost_usd = outcome.cost_usd
         self.quota.ran_for(outcome.elapsed)  # quotas: keep the usage and the wait estimate
-        self.quota.finish(job.id, ran=True, cost_usd=outcome.cost_usd)
+        self.quota.finish(job.id, ran=True, cost_usd=outcome.cost_usd,
+                          megapixels=output_megapixels(outcome.result))
         self._log_locked(job, f"done in {outcome.elapsed:.3f} s")
         self._complete_locked(job)
         self._outcomes["completed"] += 1
@@ -521,73 +384,6 @@ class JobService:
         self._journal_locked(job)
         self._forget_locked(self.store.keep(job.id, job.files_token))
 
-    # -- durable state and kept results (issue 11, item 8; fluxnb.server.journal, durable) --
-
-    def _journal_locked(self, job: JobRecord, *, usage: bool = True) -> None:
-        """Note ``job``'s change (and the usage) for the journal's writer: no I/O here."""
-        if self.journal is not None:
-            self.journal.save(job)
-            if usage:
-                self.journal.save_usage(self.quota.ledger.snapshot())
-
-    def _forget_locked(self, job_ids: list[str]) -> None:
-        """Evicted jobs: the service forgets them (their status is a 404 from now on)."""
-        for old_id in job_ids:
-            old = self._jobs.pop(old_id, None)
-            if old is not None:
-                old.files_token = None
-
-    def _reload(self) -> None:
-        """After a restart: the journal's jobs, usage and order back in place (see
-        :func:`~fluxnb.server.durable.recover` for the jobs that were running)."""
-        if self.journal is None:
-            return
-        jobs = recover(self.journal.load_jobs())
-        usage = self.journal.load_usage()
-        with self._lock:
-            self.quota.ledger.restore(usage)
-            for job in jobs:
-                if job.id in self._jobs:  # started again in this process: still known
-                    continue
-                self._seq = max(self._seq, job.seq)
-                self._jobs[job.id] = job
-                if job.state == COMPLETED:
-                    if job.error_type == "server_restarted":
-                        self.quota.finish(job.id, ran=True)
-                        self._forget_locked(self.store.keep(job.id, None))
-                        self.journal.save(job)
-                    continue
-                self._queue.add(job)
-                self.quota.adopt(job.id, job.owner, requested_size(job.params, job.image_data),
-                                 lambda job=job: job.state == IN_QUEUE)  # type: ignore[misc]
-                if job.deadline is not None:
-                    self._push_deadline_locked(job)
-                self.journal.save(job)
-            self._work.notify_all()
-            self._reap.notify()
-
-    def _expire_loop(self) -> None:
-        """Evict the results older than ``config.keep_results`` now and then."""
-        period = min(60.0, max(0.5, self.config.keep_results / 20))
-        while not self._stopped.wait(period):
-            try:
-                expired = self.store.expire(time.time()) if hasattr(self.store, "expire") else []
-                if expired:
-                    with self._lock:
-                        self._forget_locked(expired)
-            except Exception:  # noqa: BLE001 - the thread must outlive any bug
-                logger.exception("evicting old results failed; trying again later")
-
-    # -- end durable state --
-
-
-def _slots(workers: int, engine: Engine) -> int:
-    """Concurrent jobs on one replica: ``workers``, at most what the engine allows."""
-    if engine.max_concurrency is None:
-        return workers
-    return max(1, min(workers, engine.max_concurrency))
-
-
 def _job_cost(job: JobRecord) -> float:
     """The fair queue's cost of ``job``: megapixels x steps x images (see work_units)."""
     return work_units(job.params, input_size(job.image_data))
@@ -596,24 +392,3 @@ def _job_cost(job: JobRecord) -> float:
 def _encoded(given: bytes | Image.Image | None) -> bytes | None:
     """A queued input kept compressed: encoded bytes as given, an image as PNG (lossless)."""
     return encode_image(given, "png") if isinstance(given, Image.Image) else given
-
-
-def _make_engine(config: ServerConfig, device: str | None = None) -> Engine:
-    """The engine ``config`` names (one replica; ``device`` for ``--devices``), given the class
-    server's options that engine takes: ``device`` and the LoRA rules (diffusers), the upstream
-    and the server's own key (fal)."""
-    options = dict(config.engine_options)
-    if config.engine == "diffusers":
-        if device is not None:
-            options["device"] = device
-        options.setdefault("lora_dir", config.lora_dir)
-        options.setdefault("allow_hub_loras", config.allow_hub_loras)
-        # LoRA URLs go through the same fetch guard as image_url / mask_url
-        options.setdefault("allow_private_fetch", config.allow_private_fetch)
-        options.setdefault("fetch_allow_loopback", config.fetch_allow_loopback)
-        options.setdefault("fetch_timeout", config.fetch_timeout)
-    elif config.engine == "fal":
-        if config.upstream is not None:
-            options.setdefault("upstream", config.upstream)
-        options.setdefault("key", config.fal_key)
-    return create_engine(config.engine, **options)

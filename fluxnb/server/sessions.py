@@ -25,6 +25,7 @@ __all__ = ["COOKIE", "SESSION_TTL", "Sessions", "session_authorization"]
 COOKIE = "fluxnb_session"
 SESSION_TTL = 12 * 3600.0
 _MAX_SESSIONS = 10_000
+_PER_TOKEN = 16  # logins one token keeps at once (its oldest go first)
 
 
 @dataclass
@@ -36,7 +37,8 @@ class _Session:
 
 class Sessions:
     """Login sessions of one app: random id -> (token, CSRF token), kept in memory for 12 h (a
-    restart logs everyone out; the oldest go beyond 10,000). Thread-safe.
+    restart logs everyone out; the oldest go beyond 10,000, and a token's own oldest beyond 16
+    of its own, so one person's logins cannot log the others out). Thread-safe.
 
     >>> Sessions().get(None) is None
     True
@@ -47,6 +49,7 @@ class Sessions:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_id: dict[str, _Session] = {}
+        self._by_token: dict[str, list[str]] = {}  # token -> its session ids, oldest first
 
     @classmethod
     def of(cls, app: FastAPI) -> Sessions:
@@ -61,10 +64,24 @@ class Sessions:
         """A fresh session for ``token``: ``(session id, CSRF token)``."""
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         with self._lock:
-            if len(self._by_id) >= _MAX_SESSIONS:  # drop the oldest (dicts keep insertion order)
-                self._by_id.pop(next(iter(self._by_id)))
+            # one token's logins cannot push out everyone else's: past _PER_TOKEN, its own oldest go
+            mine = self._by_token.setdefault(token, [])
+            while len(mine) >= _PER_TOKEN:
+                self._by_id.pop(mine.pop(0), None)
+            while len(self._by_id) >= _MAX_SESSIONS:  # drop the oldest (dicts keep insertion order)
+                self._pop_locked(next(iter(self._by_id)))
             self._by_id[sid] = _Session(token, csrf, time.monotonic() + SESSION_TTL)
+            mine.append(sid)
         return sid, csrf
+
+    def _pop_locked(self, sid: str) -> None:
+        found = self._by_id.pop(sid, None)
+        if found is not None:
+            mine = self._by_token.get(found.token, [])
+            if sid in mine:
+                mine.remove(sid)
+            if not mine:
+                self._by_token.pop(found.token, None)
 
     def get(self, sid: str | None) -> _Session | None:
         if not sid:
@@ -72,13 +89,13 @@ class Sessions:
         with self._lock:
             found = self._by_id.get(sid)
             if found is not None and found.expires < time.monotonic():
-                del self._by_id[sid]
+                self._pop_locked(sid)
                 return None
             return found
 
     def drop(self, sid: str | None) -> None:
         with self._lock:
-            self._by_id.pop(sid or "", None)
+            self._pop_locked(sid or "")
 
 
 def _cookie_counts(request: Request) -> bool:

@@ -21,6 +21,7 @@ and a durable store only has to implement the same methods.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import secrets
 import shutil
@@ -36,10 +37,11 @@ from typing import Any, Protocol
 from PIL import Image
 
 from ..datauri import encode_data_uri
+from ..params_meta import build_metadata, embed_metadata, input_digest
 from .engines import EngineOutput, EngineRequest
 
 __all__ = ["FILES_PREFIX", "InMemoryResultStore", "ResultStore", "StoredResult", "absolute_urls",
-           "encode_image"]
+           "encode_image", "file_metadata"]
 
 #: Where the server serves result files: ``/_fluxnb/files/{token}/{name}``.
 FILES_PREFIX = "/_fluxnb/files/"
@@ -130,8 +132,9 @@ class InMemoryResultStore:
         images: list[dict[str, Any]] = []
         written: dict[str, str] = {}
         size = 0
+        meta = file_metadata(request, output)
         for i, img in enumerate(output.images):
-            data = encode_image(img, fmt)
+            data = embed_metadata(encode_image(img, fmt), meta)
             name = f"{job_id}-{i}.{ext}"
             if directory is None:
                 url = encode_data_uri(data, mime)
@@ -212,6 +215,22 @@ def _result_body(images: list[dict[str, Any]], output: EngineOutput, request: En
     for key, value in output.extra.items():
         result.setdefault(key, value)
     return result
+
+
+def file_metadata(request: EngineRequest, output: EngineOutput) -> dict[str, Any]:
+    """The parameters written into a job's image files (:mod:`fluxnb.params_meta`): the job's
+    validated inputs and seed, never an owner's token, never an input image: an http(s) input by
+    its URL (no userinfo/query), a data-URI input by the sha256 of its decoded pixels."""
+    inputs = {}
+    for name, image in (("image_url", request.image), ("mask_url", request.mask)):
+        given = str(request.params.get(name, ""))
+        inputs[name] = input_digest(given) if given.startswith(("http://", "https://")) else {
+            "pixels_sha256": hashlib.sha256(image.tobytes()).hexdigest(), "mode": image.mode,
+            "size": list(image.size)}
+    engine = output.extra.get("engine")
+    return build_metadata(request.params, seed=request.seed, inputs=inputs,
+                          engine=str(engine) if engine is not None else None,
+                          backend="fluxnb server")
 
 
 def encode_image(img: Image.Image, fmt: str) -> bytes:

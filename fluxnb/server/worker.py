@@ -30,7 +30,8 @@ from typing import Any
 
 from PIL import Image
 
-from .engines import Engine, EngineCancelled, EngineInputError, EngineRequest
+from .engines import Engine, EngineCancelled, EngineInputError, EngineOutput, EngineRequest
+from .engines.compose import default_feather, paste_back
 from .inputs import DownloadStopped, ImageLimits, InputError, fetch_image, load_image_bytes, prepare_pair
 from .store import ResultStore
 
@@ -148,6 +149,7 @@ class Worker:
             t0 = time.perf_counter()
             output = self.engine.run(request, ctx)
             elapsed = time.perf_counter() - t0
+            self._paste_back(request, output, ctx)
             stored = self.store.save(ctx.job_id, output, request, elapsed)
         except (EngineCancelled, DownloadStopped):
             return Failed.cancelled()
@@ -159,6 +161,34 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - an engine bug must not kill the worker
             return Failed.engine_failed(ctx.job_id, self.engine.name, exc)
         return Done(stored.body, stored.files_token, elapsed, output.cost_usd)
+
+    def _paste_back(self, request: EngineRequest, output: EngineOutput,
+                    ctx: WorkerContext) -> None:
+        """Issue 12, for every engine, before encoding: the input's own pixels beyond a feather
+        band around the mask, a smooth blend inside it; the result's ``paste_back`` says what was
+        done (``{"applied": true, "feather_px": N}`` or ``{"applied": false, "reason": ...}``)."""
+        size = request.image.size
+        if not self.engine.paste_back:
+            reason = "turned off (engine option paste_back=false): the engine's raw output"
+            output.extra["paste_back"] = {"applied": False, "reason": reason}
+            ctx.log(f"paste_back: {reason}")
+            return
+        wrong = [f"{w}x{h}" for w, h in (img.size for img in output.images) if (w, h) != size]
+        if wrong:
+            reason = (f"the engine's output is {', '.join(wrong)}, not the input's "
+                      f"{size[0]}x{size[1]}: returned as it is")
+            output.extra["paste_back"] = {"applied": False, "reason": reason}
+            ctx.log(f"paste_back: {reason}", "WARNING")
+            return
+        feather = self.engine.paste_back_feather
+        feather = default_feather(*size) if feather is None else feather
+        t = time.perf_counter()
+        output.images = [paste_back(request.image, img, request.mask, feather)
+                         for img in output.images]
+        output.timings["paste_back"] = round(time.perf_counter() - t, 6)
+        output.extra["paste_back"] = {"applied": True, "feather_px": feather}
+        ctx.log(f"paste_back: the input's own pixels beyond {feather} px of the mask; "
+                f"a {feather} px feather band blends the engine's output in")
 
     def _request(self, params: dict[str, Any], image_in: bytes | Image.Image | None,
                  mask_in: bytes | Image.Image | None, ctx: WorkerContext) -> EngineRequest:

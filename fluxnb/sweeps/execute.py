@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import JobCancelledError, JobFailedError, JobTimeoutError, QueueHTTPError, ValidationError
+from ..params_meta import build_metadata, embed_metadata
 from ..protocol import Completed, InProgress
 from .cache import cache_key
 from .metrics import METRICS, inpaint_metrics
@@ -222,8 +223,11 @@ class SweepRun:
         """Time the job, then save, measure, cache and log its images on the disk thread."""
         base = {**attempt.base, **_timings(attempt, result, done_at)}
         urls = [image.url for image in result.images]
+        # the job's parameters inside each image (fluxnb.read_params reads them back)
+        meta = build_metadata(attempt.cell.inputs, seed=result.seed if result.seed is not None
+                              else attempt.cell.seed, engine=result.engine, backend=self.prep.backend)
         try:
-            rows = await self._off_loop(self._save, attempt.cell, blobs, base, urls)
+            rows = await self._off_loop(self._save, attempt.cell, blobs, base, urls, meta)
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the job is kept on the server
             rows = [{**base, "status": "error", "error": f"saving the result: {error_text(exc)}",
                      "phase": "wait", "image_index": None}]
@@ -259,9 +263,11 @@ class SweepRun:
     # -- on the disk thread ------------------------------------------------------------------
 
     def _save(self, cell: Cell, blobs: list[bytes], base: dict[str, Any],
-              urls: list[str]) -> list[dict[str, Any]]:
+              urls: list[str], meta: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Save, hash and measure the images, cache the job when every image is fine, log its rows."""
         rows, files = [], {}
+        if meta is not None:
+            blobs = [embed_metadata(blob, meta) for blob in blobs]
         for i, blob in enumerate(blobs):
             row, path = self._image_row(cell, i, blob, base, urls[i] if i < len(urls) else None)
             files[str(row["sha256"])] = path

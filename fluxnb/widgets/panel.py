@@ -34,6 +34,7 @@ from ..result import InpaintResult
 from .painter import MaskPainter
 from .panel_job import PanelJob, TaskLike
 from .panel_model import build_params, mask_problem
+from .panel_params import attach_params_upload, load_into
 from .panel_run import RunView
 from .panel_view import describe_source, from_code_placeholder, input_preview, png_bytes
 from .panel_widgets import IMAGE_HINT, MASK_HINT, RANDOM_SEED_MAX, PanelWidgets
@@ -83,6 +84,7 @@ class InpaintPanel(PanelWidgets):
         super().__init__(image, mask, self.painter, prompt=prompt, seed=seed,
                          history_size=history_size, tile_height=tile_height)
         self._wire()
+        attach_params_upload(self)  # "Load parameters" from an output image (issue 12)
         self._seed_mode_changed()
         self._guard(self._inputs_changed)
 
@@ -157,6 +159,17 @@ class InpaintPanel(PanelWidgets):
     def params(self) -> dict[str, Any]:
         """The validated job parameters the next Run would send (without the images)."""
         return build_params(self.values(), loras=self.loras)
+
+    def load_params(self, source: Any) -> dict[str, Any]:
+        """Set the controls from the parameters saved in an output image (path, bytes or PIL
+        image; what "Load parameters" does with an upload). Returns them."""
+        return load_into(self, source)
+
+    def save(self, directory: Any) -> list[Any]:
+        """Save the last result (``result.save``: the parameters inside each image)."""
+        if self.result is None:
+            raise ValueError("no result to save yet: click Run first")
+        return self.result.save(directory)
 
     def _seed_mode_changed(self) -> None:
         self.seed.disabled = self.seed_mode.value == "random"

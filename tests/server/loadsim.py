@@ -9,7 +9,9 @@ quiet students' last jobs finish (bounded) and the server stops. Each student al
 and cancel another student's request ids: every such try must answer 404.
 
 A quiet student's *wait* is submit -> IN_PROGRESS, seen on the job's SSE status stream (the client
-view), in job-times (``job_time``); the server's own record of the same wait is kept too.
+view), in job-times (``job_time``); the server's own record of the same wait is kept too. Think
+time runs from the job's end (COMPLETED), so the quiet students are a closed loop: see
+:func:`fair_share_wait` for the mean wait that capacity alone allows.
 
 >>> report = run_load(LoadConfig(quiet=2, floods=1, flood_jobs=3, traffic_s=1))  # doctest: +SKIP
 >>> print(report.text())                                                        # doctest: +SKIP
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import bisect
 import io
 import json
 import os
@@ -38,7 +39,9 @@ from PIL import Image
 from fluxnb.server import BackgroundServer, ServerConfig
 from fluxnb.server.auth import Person, new_roster, write_roster
 
-__all__ = ["LoadConfig", "LoadReport", "jain", "run_load", "server_rss"]
+from .loadorders import other_order
+
+__all__ = ["LoadConfig", "LoadReport", "fair_share_wait", "jain", "run_load", "server_rss"]
 
 SUBMIT = "/fal-ai/flux-lora/inpainting"
 
@@ -68,7 +71,8 @@ class LoadConfig:
     drain_s: float = 8.0  # at most this long after the traffic for the quiet students' last jobs
     seed: int = 11
     max_queued: int | None = None  # None: the server's default (4 a person with a roster)
-    #: "fifo" swaps in first-come-first-served order (the "before" of the fair scheduler)
+    #: "fair": the server's order (least recent work first); "sfq": start-time fair queuing
+    #: without the idle credit (the order before it); "fifo": first come, first served
     scheduler: str = "fair"
 
 
@@ -77,6 +81,7 @@ class _Student:
     person: Person
     flooding: bool
     waits: list[float] = field(default_factory=list)  # seconds, submit -> IN_PROGRESS (SSE)
+    seen: list[tuple[str, float, float]] = field(default_factory=list)  # (id, t0, t0 + wait)
     ids: list[str] = field(default_factory=list)
     accepted: int = 0
     completed: int = 0
@@ -101,6 +106,9 @@ class LoadReport:
     rss_start_mb: float
     rss_peak_mb: float
     stats: dict[str, Any]
+    #: the simulator's own lag, job-times: "submit" (client send -> server record) and
+    #: "stream" (server start -> IN_PROGRESS seen), for the quiet jobs
+    client_lag: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def quiet_worst(self) -> float:
@@ -110,6 +118,28 @@ class LoadReport:
     @property
     def quiet_medians(self) -> dict[str, float]:
         return {k: statistics.median(w) for k, w in self.quiet_waits.items() if w}
+
+    @property
+    def quiet_worst_server(self) -> float:
+        """The same worst wait in the server's own records (submitted -> started): the queue's
+        part, without the simulator's own lag (``client_lag``)."""
+        return max((max(self.server_waits[k], default=0.0) for k in self.quiet_waits), default=0.0)
+
+    @property
+    def quiet_median_server(self) -> float:
+        """The median quiet wait in the server's own records, in job-times."""
+        return statistics.median(x for k in self.quiet_waits for x in self.server_waits[k])
+
+    @property
+    def quiet_median(self) -> float:
+        """The median wait over all quiet students' jobs, in job-times."""
+        return statistics.median(x for w in self.quiet_waits.values() for x in w)
+
+    @property
+    def flooder_shares(self) -> dict[str, float]:
+        """Each flooder's share of the jobs that ran during the traffic (1/30: one person's)."""
+        total = sum(self.completed.values()) or 1
+        return {k: n / total for k, n in self.completed.items() if k not in self.quiet_waits}
 
     @property
     def jain_quiet(self) -> float:
@@ -135,19 +165,27 @@ class LoadReport:
             f"quiet jobs: {len(all_quiet)}; wait (submit -> IN_PROGRESS, job-times): median "
             f"{_q(all_quiet, 0.5):.2f}, p95 {_q(all_quiet, 0.95):.2f}, worst {self.quiet_worst:.2f}",
             f"per quiet student: median wait {_span(medians)}; worst wait {_span(worsts)}",
-            f"server-side waits (quiet): worst "
-            f"{max((max(self.server_waits[k], default=0) for k in self.quiet_waits), default=0):.2f}"
-            f" job-times; flooders' median "
+            f"server-side waits (quiet): median {self.quiet_median_server:.2f}, worst "
+            f"{self.quiet_worst_server:.2f} job-times; "
+            f"flooders' median "
             f"{_q(sorted(x for k in flooders for x in self.server_waits[k]), 0.5):.2f}",
             f"throughput shares: quiet {sum(self.completed[k] for k in self.quiet_waits) / total:.0%}"
             f", flooders {', '.join(f'{self.completed[k] / total:.0%}' for k in flooders)}; "
             f"completed per quiet student {_span(sorted(self.completed[k] for k in self.quiet_waits))}",
             f"Jain's index: quiet {self.jain_quiet:.3f}, overall {self.jain_all:.3f}",
+            f"capacity: {c.workers / c.job_time:g} jobs/s; quiet students offer "
+            f"{c.quiet / (sum(c.think) / 2 + c.job_time):.1f} jobs/s at zero wait; mean wait "
+            f"a fair share allows {fair_share_wait(c):.2f} job-times",
             f"429 answers: flooders {sum(self.too_many[k] for k in flooders)} "
             f"({', '.join(str(self.too_many[k]) for k in flooders)}), quiet "
             f"{sum(self.too_many[k] for k in self.quiet_waits)}; accepted per flooder "
             f"{', '.join(str(self.accepted[k]) for k in flooders)}",
             f"cross-student reads: {self.cross_reads} tried, {len(self.cross_read_leaks)} succeeded",
+            f"simulator lag (job-times, median/worst): submit "
+            f"{_q(sorted(self.client_lag.get('submit', [])), 0.5):.2f}/"
+            f"{max(self.client_lag.get('submit', [0])):.2f}, stream "
+            f"{_q(sorted(self.client_lag.get('stream', [])), 0.5):.2f}/"
+            f"{max(self.client_lag.get('stream', [0])):.2f}",
             f"server RSS: {self.rss_start_mb:.0f} MB at start, {self.rss_peak_mb:.0f} MB peak",
             f"server stats: jobs {self.stats.get('jobs')}",
         ]
@@ -164,6 +202,21 @@ def jain(xs: list[int] | list[float]) -> float:
     """
     total, squares = sum(xs), sum(x * x for x in xs)
     return 1.0 if not squares else total * total / (len(xs) * squares)
+
+
+def fair_share_wait(config: LoadConfig) -> float:
+    """The mean quiet wait, in job-times, that capacity alone allows when every person gets an
+    equal share: a quiet student's cycle is wait + job + mean think, and with the flooders
+    backlogged the quiet students together get ``quiet / (quiet + floods)`` of the capacity.
+
+    >>> fair_share_wait(LoadConfig())  # 30 / 10 jobs/s - 2 s think - 0.2 s job = 0.8 s
+    4.0
+    >>> fair_share_wait(LoadConfig(floods=0)), fair_share_wait(LoadConfig(workers=4))
+    (2.5, 0.0)
+    """
+    capacity = config.workers / config.job_time * config.quiet / (config.quiet + config.floods)
+    cycle = config.quiet / capacity - sum(config.think) / 2 - config.job_time
+    return round(max(0.0, cycle) / config.job_time, 6)
 
 
 def server_rss() -> float:
@@ -198,8 +251,8 @@ def run_load(config: LoadConfig | None = None) -> LoadReport:
 
         sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
         with BackgroundServer(server_config) as server:
-            if config.scheduler == "fifo":  # the queue is empty yet: swap the order in place
-                server.service._queue = _Fifo()  # type: ignore[assignment]  # noqa: SLF001
+            if config.scheduler != "fair":  # the queue is empty yet: swap the order in place
+                server.service._queue = other_order(config.scheduler)  # type: ignore[assignment]
             sampler.start()
             started = time.monotonic()
             leaks, tries, errors = asyncio.run(_drive(server.base_url, students, config))
@@ -218,6 +271,13 @@ def run_load(config: LoadConfig | None = None) -> LoadReport:
                     (j.started_at - j.submitted_at) / config.job_time
                     for j in jobs if j is not None and j.started_at is not None]
             stats = service.stats
+            lag: dict[str, list[float]] = {"submit": [], "stream": []}
+            for s in students:
+                for request_id, t0, seen in s.seen:
+                    j = service.get(request_id)
+                    if j is not None and j.started_at is not None:
+                        lag["submit"].append((j.submitted_at - t0) / config.job_time)
+                        lag["stream"].append((seen - j.started_at) / config.job_time)
     name = {id(s): str(s.person.name) for s in students}
     return LoadReport(
         config=config, duration_s=duration,
@@ -229,7 +289,7 @@ def run_load(config: LoadConfig | None = None) -> LoadReport:
         too_many={name[id(s)]: s.too_many for s in students},
         cross_reads=tries, cross_read_leaks=leaks,
         errors=errors + [e for s in students for e in s.other_errors],
-        rss_start_mb=rss_start, rss_peak_mb=peak[0], stats=stats)
+        rss_start_mb=rss_start, rss_peak_mb=peak[0], stats=stats, client_lag=lag)
 
 
 # -- the simulated students ----------------------------------------------------------------------
@@ -307,10 +367,11 @@ async def _quiet(client: httpx.AsyncClient, s: _Student, everyone: list[_Student
         wait = await _wait_for_start(client, s, job, t0, deadline + config.drain_s)
         if wait is not None:
             s.waits.append(wait)
+            s.seen.append((job["request_id"], t0, t0 + wait))
         others = [o for o in everyone if o is not s and o.ids]
         if others:  # now and then, peek at someone else's job
             await _cross_read(client, s.person, rng.choice(others).ids[-1], leaks, tries)
-        await asyncio.sleep(rng.uniform(*config.think))
+        await asyncio.sleep(min(rng.uniform(*config.think), max(0.0, deadline - time.monotonic())))
 
 
 async def _wait_for_start(client: httpx.AsyncClient, s: _Student, job: dict[str, Any],
@@ -350,43 +411,6 @@ async def _cross_read(client: httpx.AsyncClient, person: Person, request_id: str
         r = await client.request(method, base + path, headers=_headers(person))
         if r.status_code != 404:
             leaks.append(f"{person.name} {method} {path or '/'} of {request_id}: {r.status_code}")
-
-
-class _Fifo:
-    """First come, first served (``priority`` first): the order before the fair scheduler, for
-    the benchmark's "before" figures. Linear time; a few hundred jobs only."""
-
-    def __init__(self) -> None:
-        self._jobs: list[Any] = []
-        self._held = False
-
-    def add(self, job: Any) -> None:
-        bisect.insort(self._jobs, job, key=lambda j: (j.priority, j.seq))
-
-    def remove(self, job: Any) -> None:
-        if job in self._jobs:
-            self._jobs.remove(job)
-
-    def next(self) -> Any:
-        return None if self._held or not self._jobs else self._jobs.pop(0)
-
-    def position(self, job: Any) -> int:
-        return self._jobs.index(job)
-
-    def pause(self, owner: str | None = None) -> None:
-        self._held = True
-
-    def resume(self, owner: str | None = None) -> None:
-        self._held = False
-
-    def paused(self) -> dict[str, Any]:
-        return {"queue": self._held, "owners": []}
-
-    def __iter__(self) -> Any:
-        return iter(list(self._jobs))
-
-    def __len__(self) -> int:
-        return len(self._jobs)
 
 
 def _q(xs: list[float], q: float) -> float:

@@ -2,13 +2,19 @@
 
 Recipe A of fal-protocol.md section 11: fal-client reads its hosts when it is imported, so it runs
 in a subprocess whose environment points it at the local server; nothing in fal-client is patched.
+
+Every test runs twice (one server and one probe per mode): against an open ``fluxnb serve``, and
+against ``fluxnb serve --roster`` with a student's token in ``FAL_KEY`` (issue 11: the class
+server keeps fal-client working, and another student's request id is a 404 through fal-client).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -17,40 +23,98 @@ import httpx
 import pytest
 from PIL import Image
 
+from fluxnb.server.auth import new_roster, write_roster
+
 from ..conftest import make_test_image, make_test_mask
-from ..support import ServeProcess, self_signed_cert, tls_context
+from ..support import ServeProcess, eventually, self_signed_cert, tls_context
 
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    folder = tmp_path_factory.mktemp("falconf")
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Key {token}"}
+
+
+@pytest.fixture(scope="module", params=["open", "student"])
+def probe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    mode = str(request.param)
+    folder = tmp_path_factory.mktemp(f"falconf-{mode}")
     cert, key = self_signed_cert(folder)
+    verify = tls_context(cert)
     image_path, mask_path = folder / "image.png", folder / "mask.png"
     make_test_image(96, 64).save(image_path)
     make_test_mask(96, 64).save(mask_path)
     # one worker and a null engine at 0.15 s per image: jobs last long enough to queue and cancel
-    server = ServeProcess(["--engine", "null", "--engine-option", "delay=0.15", "--workers", "1"],
-                          cert=cert, key=key, log=folder / "server.log")
+    args = ["--engine", "null", "--engine-option", "delay=0.15", "--workers", "1"]
+    fal_key, teacher_token, other = "conformance-test-key", None, None
+    if mode == "student":
+        ada, other, teacher = new_roster(2, teachers=1)
+        args += ["--roster", str(write_roster(folder / "roster.csv", [ada, other, teacher]))]
+        fal_key, teacher_token = ada.token, teacher.token
+    server = ServeProcess(args, cert=cert, key=key, log=folder / "server.log", token=teacher_token)
     with server:
-        env = dict(os.environ, FAL_KEY="conformance-test-key",
+        env = dict(os.environ, FAL_KEY=fal_key,
                    FAL_QUEUE_RUN_HOST=f"127.0.0.1:{server.port}",
                    FAL_RUN_HOST=f"127.0.0.1:{server.port}/_fluxnb/run",
                    SSL_CERT_FILE=str(cert), NO_PROXY="127.0.0.1,localhost")
+        seen: dict = {"_mode": mode, "_secrets": [fal_key]}
+        if other is not None:  # another student's job, for the probe's fal-client to try
+            theirs = httpx.post(f"{server.base_url}/fal-ai/flux-lora/inpainting", verify=verify,
+                                headers=_auth(other.token), json={
+                                    "prompt": "bob's", "image_url": _data_uri(image_path),
+                                    "mask_url": _data_uri(mask_path)})
+            assert theirs.status_code == 200, theirs.text
+            env["FLUXNB_PROBE_FOREIGN_ID"] = seen["_foreign_id"] = theirs.json()["request_id"]
+            seen["_secrets"] += [other.token, str(teacher_token)]
         done = subprocess.run([sys.executable, str(HERE / "fal_client_probe.py"), str(image_path),
                                str(mask_path)], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
-        seen = json.loads(done.stdout)
+        seen.update(json.loads(done.stdout))
         seen["_port"] = server.port
         seen["_cert"] = str(cert)
-        # the output image URLs are served by the server itself, over the same TLS
+        # the output image URLs are served by the server itself, over the same TLS (a roster
+        # server serves them to their owner only)
         url = seen["subscribe"]["images"][0]["url"]
-        seen["_downloaded"] = Image.open(io.BytesIO(httpx.get(url, verify=tls_context(cert)).content)).size
+        got = httpx.get(url, verify=verify, headers=_auth(fal_key))
+        seen["_downloaded"] = Image.open(io.BytesIO(got.content)).size
+        seen["_unauthenticated_download"] = httpx.get(url, verify=verify).status_code
+        # the status stream (SSE) of the probe's finished job, with the probe's own token
+        stream = httpx.get(seen["handle"]["status_url"] + "/stream", verify=verify,
+                           headers=_auth(fal_key), timeout=30)
+        seen["_own_stream"] = (stream.status_code, stream.headers.get("content-type", ""),
+                               [json.loads(line[5:]) for line in stream.text.splitlines()
+                                if line.startswith("data:")])
+        if other is not None:
+            seen["_other"] = _what_another_student_sees(server.base_url, verify, seen, url,
+                                                        other.token, theirs.json())
         seen["_server_log"] = server.output()
     return seen
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _what_another_student_sees(base: str, verify: ssl.SSLContext, seen: dict, image_url: str,
+                               token: str, theirs: dict) -> dict:
+    """Status codes another student gets for the probe's job and output, and their own job's
+    end (the probe's fal-client tried to cancel it)."""
+    mine = f"{base}/fal-ai/flux-lora/requests/{seen['handle']['request_id']}"
+    headers = _auth(token)
+    codes = {name: httpx.request(method, url, verify=verify, headers=headers).status_code
+             for name, method, url in (("status", "GET", mine + "/status"),
+                                       ("stream", "GET", mine + "/status/stream"),
+                                       ("result", "GET", mine), ("cancel", "PUT", mine + "/cancel"),
+                                       ("image", "GET", image_url))}
+
+    def finished() -> dict | None:
+        body = httpx.get(theirs["status_url"], verify=verify, headers=headers).json()
+        return body if body["status"] == "COMPLETED" else None
+
+    codes["own_job"] = eventually(finished, 30, "the other student's job never finished")
+    return codes
 
 
 def test_subscribe_returns_a_complete_result(probe: dict) -> None:
@@ -123,4 +187,37 @@ def test_validation_error_is_a_422_naming_the_field(probe: dict) -> None:
 
 
 def test_server_log_never_shows_the_key(probe: dict) -> None:
-    assert "conformance-test-key" not in probe["_server_log"]
+    assert all(secret not in probe["_server_log"] for secret in probe["_secrets"])
+
+
+def test_the_status_stream_answers_its_owner_with_server_sent_events(probe: dict) -> None:
+    code, content_type, events = probe["_own_stream"]
+    assert code == 200 and content_type.startswith("text/event-stream")
+    assert events and events[-1]["status"] == "COMPLETED"
+    assert events[-1]["request_id"] == probe["handle"]["request_id"]
+
+
+def _student_only(probe: dict) -> None:
+    if probe["_mode"] != "student":
+        pytest.skip("isolation: roster mode only")
+
+
+def test_another_students_request_id_is_a_404_through_fal_client(probe: dict) -> None:
+    _student_only(probe)
+    foreign, unknown = probe["foreign"], probe["unknown"]
+    assert {name: e and e["status_code"] for name, e in foreign.items()} == dict.fromkeys(
+        ("status", "status_logs", "result", "cancel"), 404)
+    # exactly what an id that does not exist gets: nothing tells that the job is there
+    def masked(refusals: dict, request_id: str) -> dict:
+        return {n: (e["status_code"], e["message"].replace(request_id, "<id>"))
+                for n, e in refusals.items()}
+    assert masked(foreign, probe["_foreign_id"]) == masked(unknown, "0" * 32)
+    assert probe["_other"]["own_job"].get("error_type") != "request_cancelled"  # cancel refused
+
+
+def test_another_student_gets_404_for_this_students_job_and_output(probe: dict) -> None:
+    _student_only(probe)
+    other = dict(probe["_other"])
+    assert other.pop("own_job")["status"] == "COMPLETED"
+    assert other == {"status": 404, "stream": 404, "result": 404, "cancel": 404, "image": 404}
+    assert probe["_unauthenticated_download"] == 401  # the output needs its owner's token

@@ -248,3 +248,72 @@ def test_the_service_forgets_expired_jobs_and_leaves_no_temp_folder(gate: Gate) 
     finally:
         svc.stop()
     assert folder is not None and not Path(folder).exists()
+
+
+# -- a submit is on disk before its answer; the state is private (engineer 11a) -----------------
+
+def test_a_submit_is_on_disk_before_the_client_gets_its_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from fluxnb.server.app import create_app
+
+    write = Journal._write
+
+    def slow_disk(self: Journal, batch: dict[tuple[str, str], object]) -> None:
+        time.sleep(0.3)  # each commit takes a while: the writer is far behind the answer
+        write(self, batch)
+
+    monkeypatch.setattr(Journal, "_write", slow_disk)
+    app = create_app(ServerConfig(engine="null", state_dir=str(tmp_path)))
+    headers = {"host": "127.0.0.1:8000", "content-type": "application/json"}
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        for _ in range(2):
+            answer = client.post(f"/{APP}", content=body(), headers=headers)
+            assert answer.status_code == 200, answer.text
+            request_id = answer.json()["request_id"]
+            # what a kill -9 now would leave: the committed rows, read by another connection
+            db = sqlite3.connect(tmp_path / JOURNAL_FILE)
+            try:
+                rows = db.execute("SELECT id FROM jobs WHERE id = ?", (request_id,)).fetchall()
+            finally:
+                db.close()
+            assert rows == [(request_id,)], f"job {request_id} answered 200 but is not on disk"
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_state_dir_is_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    svc = service(state)
+    svc.start()
+    try:
+        job = submit(svc)
+        eventually(lambda: job.state == COMPLETED)
+        assert job.error is None and job.files_token is not None
+        svc.wait_saved()
+        assert _mode(state) == 0o700 and _mode(state / "results") == 0o700
+        assert _mode(state / "results" / job.files_token) == 0o700
+        files = [p for p in state.rglob("*") if p.is_file()]
+        assert {p.name for p in files} >= {JOURNAL_FILE, f"{JOURNAL_FILE}-wal",
+                                           f"{job.id}-0.png"}
+        assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+    finally:
+        svc.stop()
+
+
+def test_an_older_world_readable_state_dir_is_made_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    journal = Journal(state)
+    journal.open()
+    journal.close()
+    state.chmod(0o755)
+    (state / JOURNAL_FILE).chmod(0o644)
+    journal = Journal(state)
+    journal.open()
+    try:
+        assert _mode(state) == 0o700 and _mode(state / JOURNAL_FILE) == 0o600
+    finally:
+        journal.close()

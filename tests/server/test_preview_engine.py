@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
+import sys
 from typing import Any
 
 import cv2
@@ -15,7 +17,9 @@ from PIL import Image
 from fluxnb.schema import validate_input
 from fluxnb.server import BackgroundServer
 from fluxnb.server.engines import EngineCancelled, EngineRequest, create_engine
-from fluxnb.server.engines.preview import NOTICE, feather_kernel, telea_fill, telea_radius
+from fluxnb.server.engines import fill as fill_mod
+from fluxnb.server.engines.fill import patchmatch_fill
+from fluxnb.server.engines.preview import NOTICE, PreviewEngine, feather_kernel, telea_fill, telea_radius
 from fluxnb.server.engines.testing import RecordingContext
 from tests.conftest import make_test_image, make_test_mask
 from tests.server.test_server_contract import result, submit, wait_for
@@ -162,3 +166,104 @@ def test_same_seed_same_jpeg_bytes_through_the_server(live_server: BackgroundSer
     job = submit(live_server, seed=100)
     wait_for(job)
     assert httpx.get(result(job).json()["images"][0]["url"]).content != blobs[0]
+
+
+# -- issue 12, item 1: PatchMatch is the fill, Telea the fallback --------------------------------
+
+def _brick(size: int, seed: int = 0) -> np.ndarray:
+    """A tiled brick texture with grain, made in code."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    mortar = ((y % 16) < 3) | (((x + (y // 16 % 2) * 16) % 32) < 3)
+    img = np.where(mortar[..., None], [200, 200, 190], [150, 60, 40]).astype(np.float32)
+    return np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+
+
+def _disk(size: int, area: float = 0.15, scale: float = 1.0) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size]
+    return (x - size / 2) ** 2 + (y - size / 2) ** 2 < (scale * size * math.sqrt(area / math.pi)) ** 2
+
+
+def _energy(img: np.ndarray, where: np.ndarray) -> float:
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.mean((cv2.Sobel(g, cv2.CV_32F, 1, 0) ** 2 + cv2.Sobel(g, cv2.CV_32F, 0, 1) ** 2)[where]))
+
+
+def test_patchmatch_is_the_fill_in_use() -> None:
+    assert ENGINE.info()["fill"] == "patchmatch"
+    out = ENGINE.run(EngineRequest(image=make_test_image(64, 48), mask=make_test_mask(64, 48),
+                                   params=validate_input({"prompt": "p", "image_url": "data:,",
+                                                          "mask_url": "data:,"}, fill_defaults=True),
+                                   seed=1), RecordingContext())
+    assert out.extra["fill"] == "patchmatch" and out.extra["notice"] == NOTICE
+    assert "not a generative model" in NOTICE
+
+
+def test_falls_back_to_telea_when_the_extension_cannot_load(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    image, mask = make_test_image(128, 96), make_test_mask(128, 96)
+    with_patchmatch = run(image, mask, seed=2)[0]
+    monkeypatch.setitem(sys.modules, "patchmatch", None)   # `import patchmatch` raises ImportError
+    monkeypatch.setattr(fill_mod, "_module", None)
+    monkeypatch.setattr(fill_mod, "_loaded", False)
+    engine = PreviewEngine()
+    with caplog.at_level(logging.WARNING, logger="fluxnb.preview"):
+        engine.load()
+    assert engine.info()["fill"] == "telea"
+    lines = [r.getMessage() for r in caplog.records if "falling back to OpenCV Telea" in r.getMessage()]
+    assert len(lines) == 1
+    with pytest.raises(RuntimeError, match="pip install pypatchmatch"):
+        patchmatch_fill(np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), bool))
+    checked = validate_input({"prompt": "p", "image_url": "data:,", "mask_url": "data:,"},
+                             fill_defaults=True)
+    out = engine.run(EngineRequest(image=image, mask=mask, params=checked, seed=2), RecordingContext())
+    telea = np.asarray(out.images[0])
+    assert out.extra["fill"] == "telea"
+    assert not np.array_equal(telea, with_patchmatch)
+    hole = np.asarray(mask) >= 128
+    assert np.abs(telea[hole].astype(int) - np.asarray(image)[hole]).mean() > 1
+
+
+def test_patchmatch_same_seed_repeats_other_seed_differs() -> None:
+    img, hole = _brick(96), _disk(96, 0.2)
+    a, b = patchmatch_fill(img, hole, seed=3), patchmatch_fill(img, hole, seed=3)
+    c = patchmatch_fill(img, hole, seed=4)
+    assert np.array_equal(a, b)
+    assert np.abs(a[hole].astype(int) - c[hole]).mean() > 5     # another plausible fill
+    images = run(Image.fromarray(img), Image.fromarray(hole.astype(np.uint8) * 255), seed=7,
+                 num_images=2, strength=1.0)
+    assert np.abs(images[0][hole].astype(int) - images[1][hole]).mean() > 5
+
+
+@pytest.mark.parametrize(("width", "height"), [(77, 53), (300, 220)])
+def test_patchmatch_keeps_size_and_every_pixel_outside_the_mask(width: int, height: int) -> None:
+    image = make_test_image(width, height, seed=4)
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 5: 4 * height // 5, width // 6: width // 2] = 255   # 300x220: a scaled-down fill
+    mask[2:6, width - 9: width - 3] = 255                               # and a second, tiny hole
+    hole, src = mask >= 128, np.asarray(image)
+    for strength in (0.3, 1.0):
+        out = run(image, Image.fromarray(mask), seed=5, strength=strength)[0]
+        assert out.shape == (height, width, 3)
+        assert np.array_equal(out[~hole], src[~hole])
+        assert np.abs(out[hole].astype(int) - src[hole]).mean() > 1
+    small = patchmatch_fill(src, hole, seed=1, work_pixels=2000)        # forced reduced scale
+    assert small.shape == src.shape and np.array_equal(small[~hole], src[~hole])
+
+
+@pytest.mark.parametrize(("size", "work_pixels"), [(128, None), (256, 6000)])
+def test_a_textured_hole_is_filled_with_texture_not_a_smear(size: int, work_pixels: int | None) -> None:
+    img, hole = _brick(size), _disk(size)
+    inner, ring = _disk(size, scale=0.8), _disk(size, scale=1.5) & ~_disk(size, scale=1.1)
+    around = _energy(img, ring)
+    pm = patchmatch_fill(img, hole, seed=1, work_pixels=work_pixels)
+    telea = telea_fill(img, hole, 3)
+    pm_ratio, telea_ratio = _energy(pm, inner) / around, _energy(telea, inner) / around
+    assert telea_ratio < 0.1                       # Telea's radial smear has almost no texture
+    assert pm_ratio > 10 * telea_ratio
+    if work_pixels is None:                        # full resolution: as textured as around it
+        assert 0.6 < pm_ratio < 1.4
+        # the mortar's bright colour is continued into the hole, not averaged away
+        mortar = (img[ring].min(axis=1) > 170).mean()
+        assert (pm[inner].min(axis=1) > 170).mean() > 0.5 * mortar
+        assert (telea[inner].min(axis=1) > 170).mean() < 0.5 * mortar

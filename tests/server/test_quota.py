@@ -121,7 +121,8 @@ def test_budget_usd_refuses_once_spent_and_a_job_whose_estimate_would_pass_it() 
     quota.admit("j1", "ada", (1000, 1000, 2), person=ada, waiting=0)  # about $0.07
     with pytest.raises(QuotaExceeded) as info:  # $0.07 waiting + $0.07 > $0.10
         quota.admit("j2", "ada", (1000, 1000, 2), person=ada, waiting=1)
-    assert info.value.limit == "budget_usd" and info.value.headers == {}
+    assert info.value.limit == "budget_usd"
+    assert info.value.headers == {"X-Fal-Error-Type": "budget_exhausted"}  # never retried
     assert "$0.07 more is waiting" in info.value.detail and "roster" in info.value.detail
     quota.finish("j1", ran=True, cost_usd=0.12)  # the gateway's real cost
     assert quota.ledger.used("ada")[1] == pytest.approx(0.12)
@@ -189,6 +190,7 @@ def test_a_spent_budget_mp_is_a_429_without_retry_after_and_a_cancel_refunds(
     assert first.status_code == 200
     refused = post(server, student)
     assert refused.status_code == 429 and "retry-after" not in refused.headers
+    assert refused.headers["x-fal-error-type"] == "budget_exhausted"
     detail = refused.json()["detail"]
     assert "budget_mp" in detail and f"{IMAGE_MP:.3g} of 0.01 megapixels" in detail
     assert "server session" in detail and "teacher" in detail and "roster" in detail
@@ -252,6 +254,7 @@ def test_the_fluxnb_client_shows_the_servers_text_and_waits_as_retry_after_says(
             with pytest.raises(QueueHTTPError) as info:
                 client.submit(**body())
         assert info.value.status_code == 429 and limit in str(info.value)
-        assert len(sleeps) == 2  # bounded retries, never a tight loop
+        # bounded retries, never a tight loop; a spent budget (budget_exhausted) is not retried
+        assert len(sleeps) == (2 if retry_after else 0)
         if retry_after:
             assert all(s >= 1.0 for s in sleeps)  # Retry-After is honoured

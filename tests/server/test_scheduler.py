@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import pytest
+
 from fluxnb.server.scheduler import FairScheduler, FifoScheduler, work_units
 
 
@@ -156,3 +158,55 @@ def test_work_units_are_megapixels_times_steps_times_images() -> None:
                        "num_images": 3}) == 6.0
     assert work_units({"num_inference_steps": 4}, (2000, 1000)) == 8.0
     assert work_units({"image_size": "nope", "num_images": True}) == 28.0
+
+
+# -- least recent work first (issue 11, item 3: the idle credit) ------------------------------
+
+
+def _two_floods_running(queue: FairScheduler[Item]) -> None:
+    for i in range(20):
+        queue.add(Item(0, i, "ab"[i % 2]))
+    for _ in range(6):  # three turns each: both keep the queue full
+        queue.next()
+
+
+def test_a_person_with_no_recent_work_goes_before_the_floods_next_jobs() -> None:
+    queue = _queue()
+    _two_floods_running(queue)
+    quiet = Item(0, 100, "quiet")
+    queue.add(quiet)
+    assert queue.position(quiet) == 0 and queue.next() is quiet
+    again = Item(0, 101, "quiet")  # straight back: the credit is spent, it takes turns again
+    queue.add(again)
+    assert queue.position(again) == 2
+    _positions_match_dispatch(queue, list(queue))
+
+    plain = FairScheduler(lambda item: item.cost, idle_credit=0)  # the order before
+    _two_floods_running(plain)
+    late = Item(0, 100, "quiet")
+    plain.add(late)
+    assert plain.position(late) == 2  # tied with both floods' next jobs, and after them
+
+
+def test_the_busy_owners_still_get_a_turn_in_every_round() -> None:
+    queue = _queue()
+    seq = iter(range(10**6))
+    for _ in range(50):
+        queue.add(Item(0, next(seq), "flood"))
+    for k in range(10):
+        queue.add(Item(0, next(seq), f"q{k}"))
+    order = []
+    for _ in range(300):  # everyone comes straight back: nobody is idle, so no credit
+        item = queue.next()
+        assert item is not None
+        order.append(item.owner)
+        queue.add(Item(0, next(seq), item.owner))
+    turns = [i for i, owner in enumerate(order) if owner == "flood"]
+    assert max(b - a for a, b in zip(turns, turns[1:], strict=False)) <= 11  # once per round of 11 owners
+    assert 25 <= len(turns) <= 30  # one share of 11
+
+
+def test_the_idle_credit_must_be_a_finite_number_at_least_zero() -> None:
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"idle_credit must be a finite number >= 0"):
+            FairScheduler(idle_credit=bad)

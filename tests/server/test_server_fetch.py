@@ -20,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-import fluxnb.server.inputs as inputs
+import fluxnb.server.pinned as pinned
 from fluxnb.cli import main
 from fluxnb.server import BackgroundServer, ServerConfig
 from fluxnb.server.inputs import FetchPolicy, ImageLimits, InputError, fetch_image
@@ -135,7 +135,7 @@ class Net:
 @pytest.fixture()
 def net(monkeypatch: pytest.MonkeyPatch) -> Net:
     state = Net()
-    real_resolve = inputs._resolve
+    real_resolve = pinned._resolve
     real_connect = socket.create_connection
 
     def resolve(host: str, port: int) -> list[str]:
@@ -154,7 +154,7 @@ def net(monkeypatch: pytest.MonkeyPatch) -> Net:
         state.refused.append((host, port))
         raise ConnectionRefusedError(f"the test refuses {host}:{port}")
 
-    monkeypatch.setattr(inputs, "_resolve", resolve)
+    monkeypatch.setattr(pinned, "_resolve", resolve)
     monkeypatch.setattr(socket, "create_connection", create_connection)
     return state
 

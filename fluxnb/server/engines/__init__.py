@@ -61,7 +61,14 @@ def _load(path: str) -> Callable[..., Engine]:
 
 
 def create_engine(name: str, **options: Any) -> Engine:
-    """Build the engine called ``name`` (a registered name or ``module:Factory``) with ``options``."""
+    """Build the engine called ``name`` (a registered name or ``module:Factory``) with ``options``.
+
+    ``paste_back`` and ``paste_back_feather`` are the server's, for every engine (see
+    :attr:`Engine.paste_back`); the factory never sees them.
+    """
+    options = dict(options)
+    paste_back = _bool_option("paste_back", options.pop("paste_back", True))
+    feather = _feather_option(options.pop("paste_back_feather", None))
     if name in _registry:
         factory = _registry[name]
     elif name in _BUILTIN:
@@ -78,4 +85,27 @@ def create_engine(name: str, **options: Any) -> Engine:
     engine = factory(**options)
     if not isinstance(engine, Engine):
         raise TypeError(f"engine factory {name!r} returned {type(engine).__name__}, not an Engine")
+    engine.paste_back, engine.paste_back_feather = paste_back, feather
     return engine
+
+
+def _bool_option(name: str, value: Any) -> bool:
+    """An on/off engine option: a bool, or true/false/yes/no/on/off/1/0 as text."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"engine option {name} must be true or false, not {value!r}")
+
+
+def _feather_option(value: Any) -> int | None:
+    """``paste_back_feather``: None (automatic) or a whole number of px, 0 to 512."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 512:
+        raise ValueError(f"engine option paste_back_feather must be a whole number of px from 0 "
+                         f"to 512 (or auto), not {value!r}")
+    return value

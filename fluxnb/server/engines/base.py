@@ -128,6 +128,12 @@ class Engine(ABC):
     generative: bool = True
     #: How many jobs may run inside this engine at once (None: as many as there are workers).
     max_concurrency: int | None = None
+    #: Paste-back (issue 12): the server puts the input's own pixels back beyond a feather band
+    #: around the mask (:mod:`~fluxnb.server.engines.compose`). ``--engine-option
+    #: paste_back=false`` turns it off (the engine's raw output); ``paste_back_feather=N`` sets
+    #: the band in px (None: 1/64 of the short side, at least 4). Set by ``create_engine``.
+    paste_back: bool = True
+    paste_back_feather: int | None = None
 
     def load(self) -> None:  # noqa: B027 - an optional hook: a no-op unless an engine overrides it
         """Load weights or warm up; called once before the server takes jobs."""

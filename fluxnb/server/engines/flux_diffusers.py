@@ -28,6 +28,8 @@ Parameter mapping:
   safetensors files are loaded, never a pickle.
 - ``enable_safety_checker`` -> FLUX ships no safety checker; nothing is checked, a log line says
   so and ``has_nsfw_concepts`` is always false.
+- a small mask in a big image -> only a padded crop around it is inpainted, at about
+  ``working_size``² px, and stitched back (:func:`~fluxnb.server.engines.compose.plan_crop`).
 
 The pure helpers live in :mod:`~fluxnb.server.engines.flux_support`, the LoRA download in
 :mod:`~fluxnb.server.engines.lora_download`.
@@ -40,7 +42,6 @@ The pure helpers live in :mod:`~fluxnb.server.engines.flux_support`, the LoRA do
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
@@ -53,10 +54,13 @@ from PIL import Image
 from ..inputs import FetchPolicy
 from ..loras import LoraRefused, LoraRules, LoraSource, is_safetensors
 from .base import Engine, EngineInputError, EngineOutput, EngineRequest, JobContext
+from .compose import CropSettings, crop_pair, default_feather, plan_crop, stitch
 from .flux_support import (
     adapter_name,
     default_lora_cache,
     denoising_steps,
+    hub_offline,
+    import_diffusers,
     pad_pair,
     resolve_device,
     resolve_dtype,
@@ -89,6 +93,8 @@ class DiffusersEngine(Engine):
       ``allow_private_fetch`` / ``fetch_allow_loopback``: the fetch guard of LoRA URLs;
       ``lora_max_bytes``, ``lora_deadline`` (s), ``fetch_timeout`` (s per operation).
     - ``max_sequence_length``: T5 tokens (default 512, as FLUX.1-dev).
+    - ``crop`` (default true), ``crop_padding`` (px around the mask, default 32; < 0: off),
+      ``crop_threshold`` (default 0.5), ``working_size`` (px, default 1024): crop-and-stitch.
 
     ``max_concurrency`` is None: a job downloads its LoRAs before it takes the engine's own
     device lock, so one job downloads while another runs; the pipeline runs one job at a time.
@@ -108,7 +114,8 @@ class DiffusersEngine(Engine):
                  allow_hub_loras: bool = False, allow_private_fetch: bool = False,
                  fetch_allow_loopback: bool = False, lora_max_bytes: int = 2 * 1024**3,
                  lora_cache_bytes: int = 8 * 1024**3, lora_deadline: float = 300.0,
-                 fetch_timeout: float = 20.0):
+                 fetch_timeout: float = 20.0, crop: bool = True, crop_padding: int = 32,
+                 crop_threshold: float = 0.5, working_size: int = 1024):
         if not model:
             raise ValueError("the diffusers engine needs a model: a hub id such as "
                              "black-forest-labs/FLUX.1-dev or a local folder (--model)")
@@ -132,6 +139,7 @@ class DiffusersEngine(Engine):
         self.downloads = LoraCache(self.lora_cache, int(lora_cache_bytes))
         self.max_loras = int(max_loras)
         self.max_sequence_length = int(max_sequence_length)
+        self.crop = CropSettings(crop, int(crop_padding), float(crop_threshold), int(working_size))
         self.pipe: Any = None
         self.load_seconds: float | None = None
         self._lock = threading.Lock()
@@ -144,7 +152,7 @@ class DiffusersEngine(Engine):
         if self.pipe is not None:
             return
         t0 = time.perf_counter()
-        torch, pipeline_cls = _import_diffusers()
+        torch, pipeline_cls = import_diffusers()
         try:
             pipe = pipeline_cls.from_pretrained(self.model, dtype=getattr(torch, self.dtype))
         except Exception as exc:
@@ -204,12 +212,20 @@ class DiffusersEngine(Engine):
         timings["loras"] = round(time.perf_counter() - t, 6)
         ctx.check_cancelled()
 
-        image, mask, padded = pad_pair(request.image.convert("RGB"), request.mask.convert("L"))
+        image, mask = request.image.convert("RGB"), request.mask.convert("L")
+        band = self.paste_back_feather
+        band = default_feather(width, height) if band is None else band
+        plan = plan_crop(mask, self.crop, band)
+        if plan is not None:
+            image, mask = crop_pair(image, mask, plan)
+            ctx.log(plan.describe())
+        work_size = image.size
+        image, mask, padded = pad_pair(image, mask)
         run_w, run_h = image.size
         if padded:
-            ctx.log(f"size {width}x{height} is not a multiple of 16: padded (reflected) to "
-                    f"{run_w}x{run_h} for the pipeline; the output is cropped back to "
-                    f"{width}x{height}")
+            ctx.log(f"size {work_size[0]}x{work_size[1]} is not a multiple of 16: padded "
+                    f"(reflected) to {run_w}x{run_h} for the pipeline; the output is cropped "
+                    f"back to {work_size[0]}x{work_size[1]}")
         expected = denoising_steps(steps, strength)
         ctx.log(f"denoising {expected} of {steps} steps at strength {strength:g}, "
                 f"guidance {request.guidance_scale:g}, {n} image(s), seed {request.seed}"
@@ -225,7 +241,10 @@ class DiffusersEngine(Engine):
         timings["encode_prompt"] = round(time.perf_counter() - t, 6)
 
         images, denoise = self._denoise(request, image, mask, (prompt_embeds, pooled), expected,
-                                        ctx)
+                                        ctx, work_size)
+        if plan is not None:   # a hard paste for the server's paste-back, or blended in itself
+            images = [stitch(request.image, img, plan, None if self.paste_back else band)
+                      for img in images]
         timings["denoise_and_decode"] = round(denoise, 6)
         memory: dict[str, Any] = {}
         if self.device.startswith("cuda"):
@@ -238,19 +257,19 @@ class DiffusersEngine(Engine):
                    "denoising_steps": expected, "strength": strength,
                    "guidance_scale": request.guidance_scale, "loras": applied,
                    "safety_checker": SAFETY_NOTICE,
-                   **memory,
+                   **memory, **({"crop": plan.info()} if plan is not None else {}),
                    **({"padded_to": {"width": run_w, "height": run_h}} if padded else {})},
         )
 
     def _denoise(self, request: EngineRequest, image: Image.Image, mask: Image.Image,
-                 embeds: tuple[Any, Any], expected: int,
-                 ctx: JobContext) -> tuple[list[Image.Image], float]:
-        """The pipeline once per image (seed + i), cropped back to the request's size; the
-        images and the seconds spent denoising and decoding."""
+                 embeds: tuple[Any, Any], expected: int, ctx: JobContext,
+                 size: tuple[int, int]) -> tuple[list[Image.Image], float]:
+        """The pipeline once per image (seed + i), cropped back to ``size`` (before padding);
+        the images and the seconds spent denoising and decoding."""
         import torch
 
         pipe, (prompt_embeds, pooled) = self.pipe, embeds
-        n, (width, height), (run_w, run_h) = request.num_images, request.image.size, image.size
+        n, (width, height), (run_w, run_h) = request.num_images, size, image.size
         images: list[Image.Image] = []
         denoise = 0.0
         for i in range(n):
@@ -301,7 +320,7 @@ class DiffusersEngine(Engine):
             return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}", path
         hub = source.kind == "hub"
         url = hub_url(source.target, source.weight_name or "") if hub else source.target
-        if url is None or (hub and _hub_offline()):
+        if url is None or (hub and hub_offline()):
             raise EngineInputError(field, f"{field}: hub LoRAs need the hub over https, and here "
                                           "HF_ENDPOINT is not https or HF_HUB_OFFLINE is set; "
                                           "use a LoRA under --lora-dir or a URL",
@@ -391,20 +410,6 @@ class DiffusersEngine(Engine):
 def _cuda_available(device: str) -> bool:
     if device.strip().lower() != "auto":
         return False   # only auto needs to know; don't import torch for an explicit device
-    torch, _ = _import_diffusers()
+    torch, _ = import_diffusers()
     return bool(torch.cuda.is_available())
 
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _import_diffusers() -> tuple[Any, Any]:
-    try:
-        import torch
-        from diffusers import FluxInpaintPipeline
-    except ImportError as exc:
-        raise RuntimeError("the diffusers engine needs torch and diffusers: "
-                           "pip install 'fluxnb[diffusers]' (install torch for your platform "
-                           f"first): {exc}") from exc
-    return torch, FluxInpaintPipeline

@@ -1,7 +1,8 @@
 """Pure helpers of the ``diffusers`` engine: sizes, devices, dtypes, step counts, LoRA caching
 (which paths are allowed is :mod:`fluxnb.server.loras`).
 
-Nothing here imports torch or diffusers, so these run (and are tested) anywhere.
+Nothing here imports torch or diffusers on import (only :func:`import_diffusers`, when called),
+so these run (and are tested) anywhere.
 
 >>> padded_size(72, 56)
 (80, 64)
@@ -15,6 +16,7 @@ import hashlib
 import os
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,6 +26,8 @@ __all__ = [
     "adapter_name",
     "default_lora_cache",
     "denoising_steps",
+    "hub_offline",
+    "import_diffusers",
     "lora_cache_file",
     "pad_pair",
     "padded_size",
@@ -146,3 +150,20 @@ def adapter_name(key: str) -> str:
     True
     """
     return "lora_" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set (1, true, yes, on)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def import_diffusers() -> tuple[Any, Any]:
+    """``(torch, FluxInpaintPipeline)``, imported now; a clear error without the extra."""
+    try:
+        import torch
+        from diffusers import FluxInpaintPipeline
+    except ImportError as exc:
+        raise RuntimeError("the diffusers engine needs torch and diffusers: "
+                           "pip install 'fluxnb[diffusers]' (install torch for your platform "
+                           f"first): {exc}") from exc
+    return torch, FluxInpaintPipeline

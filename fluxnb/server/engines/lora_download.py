@@ -2,7 +2,7 @@
 server's fetch guard.
 
 Every hop (the URL and each redirect) is resolved once and checked by the
-:class:`~fluxnb.server.inputs.FetchPolicy` before connecting, and the connection is pinned to
+:class:`~fluxnb.server.pinned.FetchPolicy` before connecting, and the connection is pinned to
 the checked address. A download has a byte cap, a deadline for the whole transfer and a
 per-operation timeout, checks the job's cancel between chunks, streams to a ``.part`` file and
 lands in the cache only when complete and a valid safetensors file. The cache evicts the
@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from ..inputs import FetchPolicy, _checked_addresses, _Refused, _send_pinned
 from ..loras import is_safetensors
+from ..pinned import FetchPolicy, FetchRefused, checked_addresses, send_pinned
 from .base import EngineCancelled, EngineInputError, JobContext
 from .flux_support import lora_cache_file
 
@@ -145,7 +145,7 @@ def download_lora(url: str, cache: LoraCache, field: str, ctx: JobContext, polic
             if not is_safetensors(part):
                 raise _Failed("not a safetensors file")
             part.replace(target)
-        except (_Failed, _Refused, httpx.HTTPError, OSError, ValueError) as exc:
+        except (_Failed, FetchRefused, httpx.HTTPError, OSError, ValueError) as exc:
             logger.info("%s: LoRA download failed: %s: %s", field, type(exc).__name__, exc)
             message = f"{field}: {policy.message}"
             if policy.detailed_errors:
@@ -167,7 +167,7 @@ def _fetch(url: httpx.URL, part: Path, ctx: JobContext, policy: FetchPolicy,
     first_host = url.host
     with httpx.Client(timeout=limits.timeout, follow_redirects=False, trust_env=False) as client:
         for _hop in range(_MAX_REDIRECTS + 1):
-            addresses = _checked_addresses(url, policy)
+            addresses = checked_addresses(url, policy)
             headers = {}
             if token and url.scheme == "https" and url.host == first_host:
                 headers["Authorization"] = f"Bearer {token}"
@@ -191,10 +191,10 @@ def _fetch(url: httpx.URL, part: Path, ctx: JobContext, policy: FetchPolicy,
 def _send_pinned_with(client: httpx.Client, url: httpx.URL, addresses: list[Any],
                       headers: dict[str, str]) -> httpx.Response:
     if not headers:
-        return _send_pinned(client, url, addresses)
+        return send_pinned(client, url, addresses)
     client.headers.update(headers)
     try:
-        return _send_pinned(client, url, addresses)
+        return send_pinned(client, url, addresses)
     finally:
         for name in headers:
             del client.headers[name]

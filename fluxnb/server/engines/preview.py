@@ -1,16 +1,24 @@
-"""The ``preview`` engine: OpenCV Telea hole filling + seeded noise. Not a generative model.
+"""The ``preview`` engine: content-aware classical hole filling. Not a generative model.
 
-It maps every request parameter onto something deterministic and cheap (see
-``docs/engines.md`` section 1):
+The fill is PatchMatch (``fill.patchmatch_fill``: texture continued from around the hole);
+when its native extension cannot load, OpenCV Telea (``fill.telea_fill``) with seeded noise
+takes over, as before, and one log line says so; ``info()["fill"]`` says which is in use.
+Every request parameter maps onto something deterministic and cheap (``docs/engines.md``):
 
-- ``mask_url``: grey >= 128 is the hole; the result is feathered over a band of about 1% of
-  the short side just outside the hole, and every pixel beyond that band is byte-identical to
-  the input.
-- ``num_inference_steps`` -> Telea radius ``1 + round(4 * (steps - 1) / 49)`` (1..5 px), and
-  ``ceil(steps * strength)`` logged annealing steps (progress and cancel are real).
-- ``seed`` -> ``np.random.default_rng(seed + i)`` for image ``i``: low-frequency noise (a normal
-  field at 1/32 resolution, bicubic-upscaled, x12) plus fine noise (sigma 4).
-- ``strength`` -> in the hole ``(1 - s) * original + s * (fill + s * noise)``.
+- ``mask_url``: grey >= 128 is the hole. PatchMatch: every pixel outside the hole is
+  byte-identical to the input (the fill is written into the hole only). Telea: the result is
+  feathered over a band of about 1% of the short side just outside the hole, and every pixel
+  beyond that band is byte-identical.
+- ``num_inference_steps`` -> PatchMatch patch radius ``1 + round(2 * (steps - 1) / 49)``
+  (3x3 .. 7x7 patches; larger follows larger structure, costs more) or Telea radius
+  ``1 + round(4 * (steps - 1) / 49)`` (1..5 px), and ``ceil(steps * strength)`` logged
+  annealing steps from a seeded noisy start to the result (progress and cancel are real).
+- ``seed`` -> image ``i`` uses ``seed + i``: PatchMatch's randomised search is seeded with it
+  (another seed, another plausible fill, so ``num_images`` gives variety); the annealing start
+  (and Telea's added noise) is ``np.random.default_rng(seed + i)``: low-frequency noise (a
+  normal field at 1/32 resolution, bicubic-upscaled, x12) plus fine noise (sigma 4).
+- ``strength`` -> in the hole ``(1 - s) * original + s * fill`` (PatchMatch) or
+  ``(1 - s) * original + s * (fill + s * noise)`` (Telea).
 - ``prompt``, ``guidance_scale``, ``loras`` and ``enable_safety_checker`` have no effect on pixels;
   they are echoed and listed in ``ignored_params``.
 
@@ -32,18 +40,20 @@ import numpy as np
 from PIL import Image
 
 from .base import Engine, EngineOutput, EngineRequest, JobContext
+from .fill import load_patchmatch, patch_size_for, patchmatch_fill, telea_fill
 
-__all__ = ["NOTICE", "PreviewEngine", "feather_kernel", "telea_fill", "telea_radius"]
+__all__ = ["NOTICE", "PreviewEngine", "feather_kernel", "patchmatch_fill", "telea_fill",
+           "telea_radius"]
 
 #: What every preview result says about itself.
-NOTICE = ("preview engine: classical hole filling + seeded noise, not a generative model; "
+NOTICE = ("preview engine: classical hole filling (PatchMatch, or OpenCV Telea + seeded noise), "
+          "not a generative model; "
           "prompt, guidance_scale and loras have no effect")
 
 _IGNORED = ("prompt", "guidance_scale", "loras", "enable_safety_checker")
 _LOW_RES = 32          # the low-frequency noise field is 1/32 of the image size
 _LOW_AMP = 12.0
 _FINE_SIGMA = 4.0
-_TELEA_MARGIN = 4      # context pixels Telea needs beyond its radius (gradients, rounding)
 _threads_set = False
 
 
@@ -79,35 +89,18 @@ def _expand(box: tuple[int, int, int, int], pad: int, h: int, w: int) -> tuple[i
     return max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
 
 
-def telea_fill(image: np.ndarray, hole: np.ndarray, radius: int, *, crop: bool = True) -> np.ndarray:
-    """``cv2.inpaint`` (Telea) of ``image`` (HxWx3 uint8) where ``hole`` is True.
-
-    With ``crop`` only the hole's bounding box plus ``radius + 4`` px of context is processed;
-    pixels outside that box are returned unchanged (as Telea leaves them anyway).
-    """
-    box = _bbox(hole)
-    if box is None:
-        return image.copy()
-    h, w = hole.shape
-    y0, y1, x0, x1 = _expand(box, radius + _TELEA_MARGIN, h, w) if crop else (0, h, 0, w)
-    out = image.copy()
-    mask8 = np.ascontiguousarray(hole[y0:y1, x0:x1], dtype=np.uint8) * 255
-    out[y0:y1, x0:x1] = cv2.inpaint(np.ascontiguousarray(image[y0:y1, x0:x1]), mask8, radius,
-                                    cv2.INPAINT_TELEA)
-    return out
-
-
 class PreviewEngine(Engine):
-    """Classical hole filling (OpenCV Telea) plus seeded noise: fast, deterministic, honest.
+    """Classical hole filling (PatchMatch, or OpenCV Telea + seeded noise): fast, deterministic, honest.
 
     >>> PreviewEngine().info()["generative"]
     False
     """
 
     name = "preview"
-    description = ("classical hole filling (OpenCV Telea) + seeded noise; "
-                   "not a generative model")
+    description = ("content-aware classical hole filling (PatchMatch; OpenCV Telea + seeded noise "
+                   "as the fallback); not a generative model")
     generative = False
+    _fill: str | None = None
 
     def load(self) -> None:
         global _threads_set
@@ -115,9 +108,18 @@ class PreviewEngine(Engine):
             # Telea is single-threaded; keep OpenCV's pool small so worker threads don't fight.
             cv2.setNumThreads(max(1, min(4, os.cpu_count() or 1)))
             _threads_set = True
+        self._fill = "patchmatch" if load_patchmatch() is not None else "telea"
+
+    @property
+    def fill(self) -> str:
+        """``"patchmatch"`` or ``"telea"`` (the fallback when the extension cannot load)."""
+        if self._fill is None:
+            self._fill = "patchmatch" if load_patchmatch() is not None else "telea"
+        return self._fill
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "notice": NOTICE, "ignored_params": list(_IGNORED)}
+        return {**super().info(), "notice": NOTICE, "ignored_params": list(_IGNORED),
+                "fill": self.fill}
 
     def run(self, request: EngineRequest, ctx: JobContext) -> EngineOutput:
         t0 = time.perf_counter()
@@ -128,11 +130,13 @@ class PreviewEngine(Engine):
         hole = np.asarray(mask) >= 128
         h, w = hole.shape
         steps, strength, n = request.steps, request.strength, request.num_images
-        radius = telea_radius(steps)
+        content_aware = self.fill == "patchmatch"
+        radius, patch = telea_radius(steps), patch_size_for(steps)
         kernel = feather_kernel(w, h)
         anneal = max(1, math.ceil(steps * strength - 1e-9))
-        ctx.log(f"preview: Telea radius {radius} px, feather {kernel} px, "
-                f"{anneal} of {steps} steps at strength {strength:g}")
+        how = (f"PatchMatch patch radius {patch}, no feather (outside the hole is untouched)"
+               if content_aware else f"Telea radius {radius} px, feather {kernel} px")
+        ctx.log(f"preview: {how}, {anneal} of {steps} steps at strength {strength:g}")
         ctx.log("preview: prompt, guidance_scale and loras have no effect (not a generative model)")
         if request.params.get("enable_safety_checker", True):
             ctx.log("preview: no safety checker; has_nsfw_concepts is always false")
@@ -141,13 +145,15 @@ class PreviewEngine(Engine):
         if box is None:
             ctx.log("mask is empty: nothing to inpaint; returning the input")
         else:
-            fill = telea_fill(img, hole, radius)
-            ry0, ry1, rx0, rx1 = region = _expand(box, kernel // 2, h, w)
+            ry0, ry1, rx0, rx1 = region = box if content_aware else _expand(box, kernel // 2, h, w)
             orig = img[ry0:ry1, rx0:rx1].astype(np.float32)
-            fill_r = fill[ry0:ry1, rx0:rx1].astype(np.float32)
             hole_r = hole[ry0:ry1, rx0:rx1].astype(np.float32)
-            blurred = cv2.GaussianBlur(hole_r, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
-            alpha = np.maximum(hole_r, blurred)[..., None]
+            if content_aware:
+                alpha = hole_r[..., None]
+            else:
+                fill_r = telea_fill(img, hole, radius)[ry0:ry1, rx0:rx1].astype(np.float32)
+                blurred = cv2.GaussianBlur(hole_r, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
+                alpha = np.maximum(hole_r, blurred)[..., None]
             keep = alpha == 0
         images: list[Image.Image] = []
         for i in range(n):
@@ -157,7 +163,11 @@ class PreviewEngine(Engine):
                 images.append(Image.fromarray(img.copy(), "RGB"))
                 continue
             noise = _noise(request.seed + i, (h, w), region)
-            gen = (1 - strength) * orig + strength * (fill_r + strength * noise)
+            if content_aware:
+                fill_i = patchmatch_fill(img, hole, seed=request.seed + i, patch_size=patch)
+                gen = (1 - strength) * orig + strength * fill_i[ry0:ry1, rx0:rx1].astype(np.float32)
+            else:
+                gen = (1 - strength) * orig + strength * (fill_r + strength * noise)
             target = alpha * gen + (1 - alpha) * orig
             # Anneal from a seeded noisy start toward the target, one logged step at a time.
             x = orig + alpha * noise
@@ -165,18 +175,18 @@ class PreviewEngine(Engine):
                 x += (target - x) * (1.0 / (anneal - k + 1))
                 ctx.step(k, anneal, image_index=i, num_images=n)
             # after the last step x is the target: the steps are the computation, not decoration
-            patch = np.where(keep, img[ry0:ry1, rx0:rx1],
-                             np.clip(np.rint(x), 0, 255).astype(np.uint8))
+            patch_px = np.where(keep, img[ry0:ry1, rx0:rx1],
+                                np.clip(np.rint(x), 0, 255).astype(np.uint8))
             out = img.copy()
-            out[ry0:ry1, rx0:rx1] = patch
+            out[ry0:ry1, rx0:rx1] = patch_px
             images.append(Image.fromarray(out, "RGB"))
         return EngineOutput(
             images=images,
             has_nsfw_concepts=[False] * n,
             timings={"preview": round(time.perf_counter() - t0, 6)},
             extra={"engine": self.name, "notice": NOTICE, "ignored_params": list(_IGNORED),
-                   "guidance_scale": request.guidance_scale, "loras": request.loras,
-                   "num_inference_steps": steps, "strength": strength},
+                   "fill": self.fill, "guidance_scale": request.guidance_scale,
+                   "loras": request.loras, "num_inference_steps": steps, "strength": strength},
         )
 
 
