@@ -389,6 +389,7 @@ def _demo(args: argparse.Namespace) -> int:
     fields = _job_fields(args)
     fields.setdefault("prompt", DEMO_PROMPT)
     fields.setdefault("seed", 42)
+    fields.setdefault("strength", 1.0)  # the whole fill: the picture shows what the engine paints
     _validate("demo", fields, args)
     out_dir = Path(args.out or "fluxnb-demo")
     out_dir.mkdir(parents=True, exist_ok=True)
