@@ -41,12 +41,14 @@ __all__ = [
     "__version__",
     "asweep",
     "before_mask_after",
+    "compare",
     "connect",
     "demo_inputs",
     "feather_mask",
     "fit_mask",
     "grow_mask",
     "invert_mask",
+    "journal",
     "load_image",
     "load_mask",
     "mask_box",
@@ -83,12 +85,14 @@ _LAZY = {
     "ValidationError": "errors",
     "asweep": "sweeps",
     "before_mask_after": "pictures",
+    "compare": "widgets.swipe",
     "connect": "connect",
     "demo_inputs": "demo",
     "feather_mask": "masks",
     "fit_mask": "masks",
     "grow_mask": "masks",
     "invert_mask": "masks",
+    "journal": "history_journal",
     "load_image": "images",
     "load_mask": "images",
     "mask_box": "masks",
@@ -119,6 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TransportError,
         ValidationError,
     )
+    from .history_journal import journal
     from .images import load_image, load_mask, to_data_uri
     from .masks import (
         feather_mask,
@@ -136,6 +141,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .pictures import before_mask_after
     from .sweeps import Sweep, asweep, sweep
     from .widgets import InpaintPanel, MaskPainter
+    from .widgets.swipe import compare
 
 
 class _Package(types.ModuleType):

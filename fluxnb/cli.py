@@ -45,7 +45,8 @@ environment:
   FAL_KEY          your fal.ai key: with it (and no --base-url) jobs go to fal.ai, billed
   FLUXNB_BASE_URL  a fal-compatible server to use when --base-url is not given
   FLUXNB_KEY       the key for that server (what --key gives; the variable keeps it out of
-                   your shell history and of the process list)"""
+                   your shell history and of the process list)
+  FLUXNB_JOURNAL   0 keeps runs out of the local run journal (fluxnb.journal())"""
 _RUN_EXAMPLES = """\
 examples:
   fluxnb run --image photo.jpg --mask mask.png --prompt "a red fox" --out out/
@@ -116,6 +117,8 @@ def _add_job_options(parser: argparse.ArgumentParser, *, prompt_required: bool) 
     parser.add_argument("--num-images", type=int, help=_param_help("num_images"))
     parser.add_argument("--format", choices=_F["output_format"].choices,
                         help=_param_help("output_format"))
+    parser.add_argument("--safety-checker", action=argparse.BooleanOptionalAction, default=None,
+                        help=_param_help("enable_safety_checker"))
     parser.add_argument("--lora", action="append", default=[], metavar="PATH[@SCALE]",
                         help="a LoRA to apply (repeatable), e.g. --lora style.safetensors@0.8")
     parser.add_argument("--out", default=None, help="folder for the outputs (created if needed)")
@@ -280,6 +283,7 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "num_images": args.num_images,
         "output_format": args.format,
+        "enable_safety_checker": args.safety_checker,
         "loras": [_parse_lora(x) for x in args.lora] or None,
     }
     return {k: v for k, v in fields.items() if v is not None}
@@ -324,9 +328,11 @@ def _run_job(image: Any, mask: Any, fields: dict[str, Any], args: argparse.Names
     except FluxnbError as exc:  # e.g. an unusable key: the error names where it came from
         print(f"fluxnb: {error_text(exc)}", file=sys.stderr)
         return 2
+    from .client.journal import note_outputs, recording
+
     progress = Progress(fields)
-    try:
-        with client:
+    try:  # recorded in the run journal (fluxnb.journal()) unless FLUXNB_JOURNAL=0
+        with client, recording(enabled=True, origin="cli", image=image, mask=mask):
             result = client.run(image_url=image, mask_url=mask, timeout=args.timeout,
                                 on_update=progress, on_enqueue=progress.enqueued, **fields)
             outputs = result.pil_images()
@@ -349,6 +355,7 @@ def _run_job(image: Any, mask: Any, fields: dict[str, Any], args: argparse.Names
                               caption=_caption(result, fields))
     sheet_path = out_dir / f"{stem}-{tag}-before-mask-after.png"
     sheet.save(sheet_path)
+    note_outputs(result.request_id, [*written, sheet_path])
     for path in written:
         print(f"output: {path}")
     print(f"before/mask/after: {sheet_path}")

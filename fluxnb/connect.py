@@ -150,7 +150,10 @@ def connect(
 
     Keys are stripped of surrounding whitespace; one that is blank, non-ASCII or holds a control
     character is a ``CredentialsError`` naming its variable or ``key=``, never its value. Extra
-    keyword arguments go to the client (``timeout``, ``max_retries``, ...).
+    keyword arguments go to the client (``timeout``, ``max_retries``, ...); ``journal=`` is the
+    run journal (:func:`fluxnb.journal`): None (default) records the panel's runs and
+    ``fluxnb run`` but not plain ``client.run``, True records every ``client.run`` too, False
+    records nothing.
 
     >>> connect(key="class-secret")          # no base URL: refused, this is no fal key
     Traceback (most recent call last):
@@ -170,6 +173,7 @@ def connect(
         return client
     server = embedded_server(engine, workers=workers)
     client = cls(server.base_url, **client_options)
+    client.journal_backend = "embedded"  # its port changes every kernel: named by what it is
     what = ("a preview engine (classical hole filling + seeded noise), not a generative model"
             if engine == "preview" else f"the {engine!r} engine")
     _announce(f"no FAL_KEY set: using an embedded local server at {server.base_url} with {what}. "

@@ -35,6 +35,13 @@ def _data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["XDG_DATA_HOME"] = before
 
 
+@pytest.fixture(autouse=True)
+def _own_journal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own data dir, so its run journal (fluxnb.journal(), the panel's history)
+    starts empty: no test sees another's runs."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data")))
+
+
 @pytest.fixture(scope="session")
 def live_server() -> Iterator[BackgroundServer]:
     """The real local server with the preview engine, on a free loopback port; like the laptop

@@ -70,9 +70,15 @@ LAYER_OF: Mapping[str, str] = {
     "fluxnb.server.pinned": SERVER,  # the fetch guard: checked, pinned connections (item 10)
     "fluxnb.server.engines.compose": SERVER,  # paste-back and crop-and-stitch (issue 12)
     **dict.fromkeys(["fluxnb.masks", "fluxnb.display", "fluxnb.widgets", "fluxnb.sweeps"], SURFACE),
+    # -- the sweep explorer (issue 13, item 1): Sweep.explore() imports it at call time --
+    "fluxnb.widgets.explorer": SURFACE,        # SweepExplorer: a control per axis, the swipe
+    "fluxnb.widgets.explorer_cells": SURFACE,  # its cell index, display-size pictures, text
+    # -- end the sweep explorer --
     **dict.fromkeys(["fluxnb", "fluxnb.__main__", "fluxnb.cli", "fluxnb._cli_class",
                      "fluxnb._cli_output", "fluxnb.demo",
                      "fluxnb.connect", "fluxnb.backends"], ENTRY),
+    "fluxnb.client.journal": CLIENT,  # the local run journal (SQLite; issue 13, item 7)
+    "fluxnb.history_journal": ENTRY,  # fluxnb.journal() and .rerun() (issue 13, item 7)
 }
 
 #: Imports against the layers that are there on purpose: (importer, imported) -> why.

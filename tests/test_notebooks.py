@@ -55,4 +55,9 @@ EXPECTED = {
         "completed",                       # panel.history has the run
         "MaskPainter(512x600, 2 strokes",  # the painter's mask was painted from code
     ),
+    "04_explore.ipynb": (
+        "a small gold star pin",           # prompt_sr replaced "anchor" in the prompt sent
+        "('sweep.pdf', 'sweep.png')",      # the z sheet saved as a PDF (a page per z) and a PNG
+        "application/vnd.jupyter.widget-view+json",   # the explorer and compare are widgets
+    ),
 }

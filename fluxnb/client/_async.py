@@ -27,6 +27,7 @@ from ._inputs import file_name, needs_encoding
 from ._pools import LoopPools, loop_errors
 from ._record import job_record
 from ._responses import error_for_response, extra_submit_headers, log_path, retry_delay, strip_query
+from .journal import begin_run
 from .result import InpaintResult
 from .sse import SSEParser
 from .uploads import AsyncFalStorage
@@ -248,11 +249,22 @@ class AsyncQueueClient(_BaseClient[AsyncJob]):
         (like a KeyboardInterrupt) after the submit cancels the job on the server; the
         CancelledError goes on with a note naming the request id."""
         deadline = _follow.deadline_after(timeout)
-        job = await self.submit(inputs, webhook_url=webhook_url, priority=priority, hint=hint,
-                                start_timeout=start_timeout, headers=headers, **fields)
-        async with self._cancel_on_interrupt(job):
-            await _call(on_enqueue, job)
-            return (await self._wait(job, timeout, deadline, on_update, logs)).with_record(job.record)
+        entry = begin_run(self, inputs, fields)
+        job = None
+        try:
+            job = await self.submit(inputs, webhook_url=webhook_url, priority=priority, hint=hint,
+                                    start_timeout=start_timeout, headers=headers, **fields)
+            async with self._cancel_on_interrupt(job):
+                await _call(on_enqueue, job)
+                result = (await self._wait(job, timeout, deadline, on_update, logs)
+                          ).with_record(job.record)
+        except BaseException as exc:
+            if entry is not None and job is not None:  # refused before sending: not a run
+                entry.finish(job=job, error=exc)
+            raise
+        if entry is not None:
+            entry.finish(job=job, result=result)
+        return result
 
     # -- following a job ---------------------------------------------------------------------
 

@@ -119,6 +119,7 @@ class _BaseClient(Generic[JobT]):
         verify: Verify = True,
         rest_url: str = DEFAULT_REST_URL,
         cdn_url: str = DEFAULT_CDN_URL,
+        journal: bool | None = None,
     ):
         _check_settings(base_url, app, timeout, max_retries, poll_interval)
         self.base_url = base_url.rstrip("/")
@@ -131,6 +132,11 @@ class _BaseClient(Generic[JobT]):
         self.rest_url = rest_url.rstrip("/")
         self.cdn_url = cdn_url.rstrip("/")
         self.is_fal = is_fal_url(self.base_url)
+        #: Whether ``run`` records in the run journal (:mod:`fluxnb.client.journal`): True
+        #: always, False never (not even from the panel), None: the panel and CLI do, run not.
+        self.journal = journal
+        #: The backend's name in the journal when not its host (``embedded``: set by connect).
+        self.journal_backend: str | None = None
         resolved = resolve_key(self.base_url, key)
         self._key: Secret | None = Secret(resolved) if resolved else None
         self._transport = transport
@@ -155,7 +161,8 @@ class _BaseClient(Generic[JobT]):
             self.base_url, key=self._key.reveal() if self._key is not None else "", app=self.app,
             transport=transport, timeout=self.timeout, max_retries=self.max_retries,
             poll_interval=self.poll_interval, upload_threshold=self.upload_threshold,
-            verify=self.verify, rest_url=self.rest_url, cdn_url=self.cdn_url)
+            verify=self.verify, rest_url=self.rest_url, cdn_url=self.cdn_url,
+            journal=self.journal)
 
     def __repr__(self) -> str:
         key = "***" if self._key is not None else "None"

@@ -27,6 +27,7 @@ from ._follow import Deadline, StreamSilent, StreamUnavailable, Tracker
 from ._inputs import file_name
 from ._record import job_record
 from ._responses import error_for_response, extra_submit_headers, log_path, retry_delay, strip_query
+from .journal import begin_run
 from .result import InpaintResult
 from .sse import SSEParser
 from .uploads import FalStorage
@@ -88,6 +89,8 @@ class QueueClient(_BaseClient[Job]):
     * ``poll_interval``: seconds between status polls when the server has no SSE status stream.
     * ``upload_threshold``: input images larger than this many bytes are uploaded to fal storage
       (fal only; ``None`` never uploads). ``verify``: TLS verification, as in httpx.
+    * ``journal``: the local run journal (:func:`fluxnb.journal`): True records every ``run``,
+      False none (not even the panel's), None (default) only the panel's and ``fluxnb run``'s.
     """
 
     _asynchronous = False
@@ -234,12 +237,22 @@ class QueueClient(_BaseClient[Job]):
         the server and is re-raised with a note naming its request id (also in the interrupt's
         ``request_id``; ``cancel_outcome`` is the server's answer, None if the cancel failed)."""
         deadline = _follow.deadline_after(timeout)
-        job = self.submit(inputs, webhook_url=webhook_url, priority=priority, hint=hint,
-                          start_timeout=start_timeout, headers=headers, **fields)
-        with self._cancel_on_interrupt(job):
-            if on_enqueue is not None:
-                on_enqueue(job)
-            return self._wait(job, timeout, deadline, on_update, logs).with_record(job.record)
+        entry = begin_run(self, inputs, fields)
+        job = None
+        try:
+            job = self.submit(inputs, webhook_url=webhook_url, priority=priority, hint=hint,
+                              start_timeout=start_timeout, headers=headers, **fields)
+            with self._cancel_on_interrupt(job):
+                if on_enqueue is not None:
+                    on_enqueue(job)
+                result = self._wait(job, timeout, deadline, on_update, logs).with_record(job.record)
+        except BaseException as exc:
+            if entry is not None and job is not None:  # refused before sending: not a run
+                entry.finish(job=job, error=exc)
+            raise
+        if entry is not None:
+            entry.finish(job=job, result=result)
+        return result
 
     # -- following a job ---------------------------------------------------------------------
 

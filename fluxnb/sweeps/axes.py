@@ -26,10 +26,13 @@ from ..schema import ALIASES, INPUT_FIELDS, SEED_MAX
 
 __all__ = [
     "ALIASES",
+    "LORA_SCALE_AXIS",
+    "PROMPT_SR_AXIS",
     "SEED_POLICIES",
     "axis_values",
     "canonical_name",
     "grid",
+    "lora_list",
     "parse_values",
     "resolve_seeds",
     "sample_cells",
@@ -40,6 +43,13 @@ __all__ = [
 
 #: Not a schema field: the scale applied to every LoRA in ``loras``.
 LORA_SCALE_AXIS = "lora_scale"
+
+#: Not a schema field: prompt search-and-replace (A1111's Prompt S/R). The first value is
+#: searched in the prompt and every value replaces it, so the first cell keeps the prompt.
+PROMPT_SR_AXIS = "prompt_sr"
+
+#: The axes that are not schema fields.
+_EXTRA_AXES = (LORA_SCALE_AXIS, PROMPT_SR_AXIS)
 
 #: Named seed policies (besides an int, fixed for every cell, and an explicit list).
 SEED_POLICIES = ("fixed", "per_cell")
@@ -57,11 +67,11 @@ def canonical_name(name: str) -> str:
     'num_inference_steps'
     """
     name = ALIASES.get(name, name)
-    if name in INPUT_FIELDS or name == LORA_SCALE_AXIS:
+    if name in INPUT_FIELDS or name in _EXTRA_AXES:
         return name
     import difflib
 
-    known = sorted({*INPUT_FIELDS, *ALIASES, LORA_SCALE_AXIS})
+    known = sorted({*INPUT_FIELDS, *ALIASES, *_EXTRA_AXES})
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"unknown sweep axis {name!r}{hint} (axes: {', '.join(known)})")
@@ -147,7 +157,13 @@ def axis_values(name: str, spec: Any) -> list[Any]:
     [0.5, 0.75, 1.0]
     >>> axis_values("prompt", "a cat, on a mat")
     ['a cat, on a mat']
+    >>> axis_values("prompt_sr", "lion, tiger")
+    ['lion', 'tiger']
     """
+    if name == PROMPT_SR_AXIS:
+        return _sr_values(spec)
+    if ALIASES.get(name, name) == "loras":
+        return _lora_values(spec)
     field = INPUT_FIELDS.get(ALIASES.get(name, name))
     numeric = name == LORA_SCALE_AXIS or (field is not None and field.kind in ("integer", "number"))
     if isinstance(spec, str):
@@ -160,6 +176,54 @@ def axis_values(name: str, spec: Any) -> list[Any]:
         values = [_plain(spec)]
     if not values:
         raise ValueError(f"axis {name!r} has no values")
+    return values
+
+
+def _sr_values(spec: Any) -> list[str]:
+    """prompt_sr values: a list of texts, or one comma-separated text (as A1111 writes it)."""
+    values = [v.strip() for v in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if not values or not all(isinstance(v, str) for v in values) or not values[0]:
+        raise ValueError(f"prompt_sr={spec!r} must be a list of texts whose first is the word to "
+                         "replace in the prompt, e.g. prompt_sr=['lion', 'tiger', 'fox']")
+    return values
+
+
+def lora_list(value: Any) -> list[dict[str, Any]]:
+    """One value of a ``loras`` axis as a ``loras`` list: None or ``[]`` (no LoRA), a path, a
+    ``{path, scale}`` item or a list of either. Items at scale 0 are left out (no LoRA).
+
+    >>> lora_list(None), lora_list("a.safetensors")
+    ([], [{'path': 'a.safetensors', 'scale': 1.0}])
+    >>> lora_list([{"path": "b.safetensors", "scale": 0.8}, {"path": "c.safetensors", "scale": 0}])
+    [{'path': 'b.safetensors', 'scale': 0.8}]
+    """
+    items = [] if value is None else [value] if isinstance(value, (str, Mapping)) else value
+    if not isinstance(items, (list, tuple)):
+        items = [items]   # refused below, by name
+    out: list[dict[str, Any]] = []
+    for item in items:
+        lora = {"path": item} if isinstance(item, str) else dict(item) if isinstance(item, Mapping) \
+            else None
+        if lora is None or not isinstance(lora.get("path"), str):
+            raise ValueError(f"a loras axis value is a LoRA path, a {{path, scale}} item, a list of "
+                             f"them or None (no LoRA), not {item!r}")
+        scale = lora.get("scale", 1.0)
+        if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+            if scale == 0:
+                continue
+            lora["scale"] = float(scale)   # as validation writes it: labels match frame columns
+        out.append(lora)
+    return out
+
+
+def _lora_values(spec: Any) -> list[list[dict[str, Any]]]:
+    """A ``loras`` axis: each item of the list is one value (see :func:`lora_list`): a path, an
+    item, a list of items (several LoRAs at once) or None; a lone path or None is one value."""
+    if spec is None or isinstance(spec, (str, Mapping)):
+        return [lora_list(spec)]
+    values = [lora_list(v) for v in spec]
+    if not values:
+        raise ValueError("axis 'loras' has no values")
     return values
 
 

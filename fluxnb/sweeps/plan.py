@@ -22,7 +22,15 @@ from typing import Any
 
 from ..errors import MaskMismatchError, SweepTooLargeError, ValidationError
 from ..schema import INPUT_FIELDS, PRICE_PER_MEGAPIXEL, resolve_image_size, validate_input
-from .axes import LORA_SCALE_AXIS, axis_values, canonical_name, grid, resolve_seeds, sample_cells
+from .axes import (
+    LORA_SCALE_AXIS,
+    PROMPT_SR_AXIS,
+    axis_values,
+    canonical_name,
+    grid,
+    resolve_seeds,
+    sample_cells,
+)
 from .inputs import IMAGE_FIELDS, ImageBook, ImageInput, canonical_json
 
 __all__ = [
@@ -63,14 +71,15 @@ class Cell:
         for name, value in validate_input(self.inputs, fill_defaults=True).items():
             if name in self.images:
                 out[name] = self.images[name].label
-            elif name == "loras":
-                out[name] = canonical_json(value)
+            elif name == "loras":   # as the axis names it when an axis (lora_scale may drop it)
+                out[name] = self.params.get(name, canonical_json(value))
             elif name == "image_size" and not isinstance(value, str):
                 out[name] = canonical_json(value)
             else:
                 out[name] = value
-        if LORA_SCALE_AXIS in self.params:
-            out[LORA_SCALE_AXIS] = self.params[LORA_SCALE_AXIS]
+        for name in (LORA_SCALE_AXIS, PROMPT_SR_AXIS):
+            if name in self.params:
+                out[name] = self.params[name]
         out["seed"] = self.seed
         return out
 
@@ -200,11 +209,25 @@ def _axis_values(base: Mapping[str, Any], axes: Mapping[str, Any], seeds: Any) -
         raise ValueError(f"two axes name the same field: {sorted(axes)}")
     if "seed" in values and seeds is not None:
         raise ValueError("seed is an axis, so seeds= (the seed policy) cannot also be given")
-    if LORA_SCALE_AXIS in base:
-        raise ValueError("lora_scale is an axis only; put the LoRAs in base_inputs['loras']")
-    if LORA_SCALE_AXIS in values and not base.get("loras"):
-        raise ValueError("the lora_scale axis needs base_inputs['loras'] (a list of {path, scale})")
+    for name in (LORA_SCALE_AXIS, PROMPT_SR_AXIS):
+        if name in base:
+            raise ValueError(f"{name} is an axis only; give it as fluxnb.sweep(..., {name}=[...])")
+    if LORA_SCALE_AXIS in values and not base.get("loras") and "loras" not in values:
+        raise ValueError("the lora_scale axis needs base_inputs['loras'] (a list of {path, scale}) "
+                         "or a loras axis")
+    if PROMPT_SR_AXIS in values:
+        _check_prompt_sr(values[PROMPT_SR_AXIS][0], values.get("prompt", [base.get("prompt")]))
     return values
+
+
+def _check_prompt_sr(word: str, prompts: list[Any]) -> None:
+    """The first prompt_sr value must be in every prompt (it is what each value replaces)."""
+    for prompt in prompts:
+        if not isinstance(prompt, str) or word not in prompt:
+            raise ValueError(
+                f"prompt_sr: {word!r} is not in the prompt {prompt!r}; the first prompt_sr value is "
+                "the text that every value replaces, so it must appear in the prompt (e.g. "
+                "prompt='a lion on a rock', prompt_sr=['lion', 'tiger', 'fox'])")
 
 
 def _default_random_state(base: Mapping[str, Any], seeds: Any, book: ImageBook) -> int:
@@ -227,15 +250,18 @@ def _cell_seeds(combos: list[dict[str, Any]], chosen: list[int], seeds: Any, ran
 
 
 def _make_cell(index: int, seed: int, combo: Mapping[str, Any], params: dict[str, Any],
-               base: Mapping[str, Any], book: ImageBook) -> Cell:
+               base: Mapping[str, Any], book: ImageBook, sr_from: str | None = None) -> Cell:
     """The cell at grid ``index``: its body validated (ValidationError when it is not valid)."""
     body = dict(base)
     images: dict[str, ImageInput] = {}
     for name, value in combo.items():
-        if name == LORA_SCALE_AXIS:
-            body["loras"] = [{**dict(lora), "scale": value} for lora in base["loras"]]
-        else:
+        if name not in (LORA_SCALE_AXIS, PROMPT_SR_AXIS):
             body[name] = value
+    if LORA_SCALE_AXIS in combo:   # scale 0: the job runs without the LoRAs at all
+        scale = combo[LORA_SCALE_AXIS]
+        body["loras"] = [] if scale == 0 else [{**dict(lora), "scale": scale} for lora in body["loras"]]
+    if sr_from is not None and isinstance(body.get("prompt"), str):
+        body["prompt"] = body["prompt"].replace(sr_from, combo[PROMPT_SR_AXIS])
     for name in IMAGE_FIELDS:
         if body.get(name) is not None:
             images[name] = book.encode(name, body[name])
@@ -304,11 +330,12 @@ def build_plan(
     chosen = sample_cells(len(combos), sample, random_state)
     cells: list[Cell] = []
     problems = _Problems()
+    sr_from = values[PROMPT_SR_AXIS][0] if PROMPT_SR_AXIS in values else None
     cell_seeds = _cell_seeds(combos, chosen, seeds, random_state, base, book, seed_axis="seed" in values)
     for index, seed in zip(chosen, cell_seeds, strict=True):
         params = {name: book.label(name, value) for name, value in combos[index].items()}
         try:
-            cells.append(_make_cell(index, seed, combos[index], params, base, book))
+            cells.append(_make_cell(index, seed, combos[index], params, base, book, sr_from))
         except ValidationError as exc:
             problems.add(index, params, exc)
     problems.raise_any()

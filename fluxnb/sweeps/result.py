@@ -20,6 +20,7 @@ from .metrics import METRICS
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from ..widgets.explorer import SweepExplorer
     from .sheets import Sheet
 
 __all__ = ["RESULT_COLUMNS", "Sweep"]
@@ -124,15 +125,28 @@ class Sweep:
 
     # -- pictures ----------------------------------------------------------------------------
 
-    def contact_sheet(self, x: str | None = None, y: str | None = None, **options: Any) -> Sheet:
+    def contact_sheet(self, x: str | None = None, y: str | None = None, z: str | None = None,
+                      **options: Any) -> Sheet:
         """A grid of the outputs: ``x`` values across, ``y`` values down, before and mask shown
-        once, failed cells blank with a mark. See :func:`fluxnb.sweeps.sheets.contact_sheet`.
+        once, failed cells blank with a mark; with ``z``, one such sheet per z value, stacked
+        (``save("sweep.pdf")``: a page each). See :func:`fluxnb.sweeps.sheets.contact_sheet`.
 
         >>> sweep.contact_sheet(x="steps", y="strength").save("sheet.png")   # doctest: +SKIP
         """
         from .sheets import contact_sheet
 
-        return contact_sheet(self, x=x, y=y, **options)
+        return contact_sheet(self, x=x, y=y, z=z, **options)
+
+    def explore(self, *, width: int = 512, watch: bool | None = None) -> SweepExplorer:
+        """A widget to flip through the cells (a slider or toggle per axis) with a swipe between
+        input and output, or between two cells ("compare with"); it follows a sweep still
+        running. See :class:`fluxnb.widgets.explorer.SweepExplorer`.
+
+        >>> fluxnb.Sweep.load("runs/steps-x-strength").explore()              # doctest: +SKIP
+        """
+        from ..widgets.explorer import SweepExplorer
+
+        return SweepExplorer(self, width=width, watch=watch)
 
     def plot(self, metric: str = "change_in_mask", x: str | None = None, hue: str | None = None,
              **options: Any) -> Sheet:

@@ -200,6 +200,9 @@ def sweep(
             alias (``steps``, ``guidance``, ``strength``, ``seed``, ``prompt``, ``mask``, ``image``,
             ``lora_scale``...) as a list, a numpy array, a range or an A1111 string
             (``"1-10 [5]"``, ``"1-5 (+2)"``). The first axis is the outermost loop.
+            ``prompt_sr=["lion", "tiger"]`` replaces the first value in the prompt by each
+            value; ``lora_scale`` 0 runs without the LoRAs ("no LoRA"); ``loras=[None,
+            "a.safetensors", ...]`` compares LoRA files (see :mod:`fluxnb.sweeps.axes`).
         seeds: the seed policy: an int (every cell), ``"fixed"`` (default: the base seed or one
             drawn once), ``"per_cell"`` or a list with one seed per cell.
         sample: run ``sample`` cells drawn with ``random_state`` instead of the whole grid.

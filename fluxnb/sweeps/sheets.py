@@ -1,8 +1,9 @@
 """Pictures of a sweep: the contact sheet (outputs on a labelled grid) and metric plots.
 
-Both return a :class:`Sheet`: it shows itself in a notebook (``_repr_png_``), and ``save(path)``
-writes a PNG whose text chunks hold the sweep's parameters (``fluxnb-sweep`` as JSON,
-``parameters`` as one readable line), so a picture can be traced back to what made it.
+Both return a :class:`~fluxnb.sweeps.pages.Sheet`: it shows itself in a notebook
+(``_repr_png_``), and ``save(path)`` writes a PNG whose text chunks hold the sweep's parameters
+(``fluxnb-sweep`` as JSON, ``parameters`` as one readable line), so a picture can be traced back
+to what made it; ``save("sweep.pdf")`` writes a PDF, one page per z value of a 3-axis sheet.
 
 Both draw any :class:`SweepData` (a frame, a run folder, the plan and its axes):
 :class:`~fluxnb.sweeps.result.Sweep` is one, and its ``contact_sheet``/``plot`` call this module,
@@ -11,17 +12,16 @@ never the other way round.
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..schema import short_name
+from ..schema import ALIASES
+from .labels import axis_label, fmt_value
+from .pages import Sheet
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -67,61 +67,10 @@ def sweep_metadata(sweep: SweepData, **extra: Any) -> dict[str, Any]:
     }
 
 
-class Sheet:
-    """A rendered figure plus the metadata saved with it."""
-
-    def __init__(self, figure: Figure, metadata: Mapping[str, Any]):
-        self.figure = figure
-        self.metadata = dict(metadata)
-
-    def __repr__(self) -> str:
-        return f"Sheet({self.metadata.get('title', '')!r})"
-
-    def png_bytes(self, dpi: int = 100) -> bytes:
-        """The figure as PNG bytes with the metadata in text chunks."""
-        line = "; ".join(f"{k}={v}" for k, v in self.metadata.get("axes", {}).items())
-        text = {
-            "Software": "fluxnb",
-            "Title": str(self.metadata.get("title", "fluxnb sweep")),
-            "parameters": f"axes: {line}; base: {json.dumps(self.metadata.get('base', {}))}",
-            "fluxnb-sweep": json.dumps(self.metadata, default=str, ensure_ascii=True),
-        }
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=dpi, metadata=text)
-        return buffer.getvalue()
-
-    def save(self, path: str | os.PathLike[str], dpi: int = 100) -> Path:
-        """Write the PNG (with the sweep's parameters in its text chunks); returns the path.
-
-        >>> sweep.contact_sheet(x="steps").save("sheet.png")          # doctest: +SKIP
-        """
-        target = Path(path)
-        target.write_bytes(self.png_bytes(dpi=dpi))
-        return target
-
-    def _repr_png_(self) -> bytes:
-        return self.png_bytes(dpi=72)
-
-
 def _new_figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    text = str(value)
-    if text.startswith("sha256:"):
-        return "sha:" + text[7:15]
-    return text if len(text) <= 28 else text[:25] + "..."
-
-
-def _label(name: str, value: Any) -> str:
-    """``steps=4``; a long one on two lines so a row label fits beside its picture."""
-    text = f"{short_name(name)}={_fmt(value)}"
-    return text if len(text) <= 18 else f"{short_name(name)}=\n{_fmt(value)}"
 
 
 def _input_image(sweep: SweepData, label: Any, mask: bool) -> Image.Image | None:
@@ -213,13 +162,14 @@ class _Grid:
         return cell
 
 
-def _grid(sweep: SweepData, x: str | None, y: str | None, where: Mapping[str, Any] | None) -> _Grid:
-    names = list(sweep.axes)
+def _grid(sweep: SweepData, x: str | None, y: str | None, where: Mapping[str, Any] | None,
+          z: str | None = None) -> _Grid:
+    names = [n for n in sweep.axes if n != z]
     x = sweep.column(x) if x is not None else (names[0] if names else None)
     y = sweep.column(y) if y is not None else (next((n for n in names if n != x), None))
     xs = list(sweep.axes.get(x, [None])) if x is not None else [None]
     ys = list(sweep.axes.get(y, [None])) if y is not None else [None]
-    fixed = _fixed(sweep, [n for n in (x, y) if n], where)
+    fixed = _fixed(sweep, [n for n in (x, y, z) if n], where)
     frame = sweep.frame
     for name, value in fixed.items():
         frame = _pick(frame, name, value)
@@ -285,16 +235,16 @@ def _draw_grid(axes: Any, grid: _Grid, image_index: int, inputs: _Inputs,
             ax = axes[r][c]
             _draw_cell(ax, grid.cell(xv, yv), image_index, inputs, fontsize)
             if r == 0 and grid.x is not None:
-                ax.set_title(_label(grid.x, xv), fontsize=fontsize)
+                ax.set_title(axis_label(grid.x, xv), fontsize=fontsize)
             if c == 0 and grid.y is not None:
-                ax.set_ylabel(_label(grid.y, yv), fontsize=fontsize)
+                ax.set_ylabel(axis_label(grid.y, yv), fontsize=fontsize)
 
 
-def _sheet_title(sweep: SweepData, grid: _Grid, zoomed: bool) -> str:
-    """``x × y  (held=value, seed=…)``, plus a line when zoomed to the mask."""
+def _sheet_title(sweep: SweepData, grid: _Grid, zoomed: bool, z: str | None = None) -> str:
+    """``x × y [× z]  (held=value, seed=…)``, plus a line when zoomed to the mask."""
     seeds = sorted({int(s) for s in sweep.frame["seed"].dropna()}) if len(sweep.frame) else []
-    title = " \u00d7 ".join(n for n in (grid.x, grid.y) if n) or "sweep"
-    extras = [f"{k}={_fmt(v)}" for k, v in grid.fixed.items()]
+    title = " \u00d7 ".join(n for n in (grid.x, grid.y, z) if n) or "sweep"
+    extras = [f"{k}={fmt_value(v, k)}" for k, v in grid.fixed.items() if k != z]
     if seeds:
         extras.append(f"seed={seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds")
     if extras:
@@ -304,10 +254,84 @@ def _sheet_title(sweep: SweepData, grid: _Grid, zoomed: bool) -> str:
     return title
 
 
+def _size(grid: _Grid, header: bool, tile: float) -> tuple[float, float]:
+    ncols = max(len(grid.xs), 2 if header else 1)
+    return tile * ncols + (0.6 if grid.y else 0.2), tile * (len(grid.ys) + header) + 0.9
+
+
+def _draw_sheet(fig: Any, grid: _Grid, inputs: _Inputs, header: bool, image_index: int,
+                fontsize: float, title: str) -> None:
+    """One labelled grid (with the header row) into ``fig``: a Figure or a SubFigure."""
+    ncols = max(len(grid.xs), 2 if header else 1)
+    axes = fig.subplots(len(grid.ys) + (1 if header else 0), ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if header:
+        _draw_header(axes[0], inputs, fontsize)
+    _draw_grid(axes[1:] if header else axes, grid, image_index, inputs, fontsize)
+    if grid.x is not None:
+        fig.supxlabel(f"{grid.x} (columns)", fontsize=fontsize)
+    if grid.y is not None:
+        fig.supylabel(f"{grid.y} (rows)", fontsize=fontsize)
+    fig.suptitle(title, fontsize=fontsize * 1.2)
+
+
+def _z_axis(sweep: SweepData, z: str, x: str | None, y: str | None) -> str:
+    """The z axis's name; a ValueError naming the sweep's axes when it is not one (or is x/y)."""
+    name = ALIASES.get(z, z)
+    axes = ", ".join(sweep.axes) or "none"
+    if name not in sweep.axes:
+        raise ValueError(f"z={z!r} is not an axis of this sweep (its axes: {axes}); pass one of "
+                         "them as z=")
+    if name in {ALIASES.get(n, n) for n in (x, y) if n}:
+        raise ValueError(f"z={z!r} is already on the grid as x or y; pick another axis for z "
+                         f"(axes: {axes})")
+    return name
+
+
+def _z_sheet(sweep: SweepData, x: str | None, y: str | None, z: str, where: Mapping[str, Any] | None,
+             inputs: _Inputs, header: bool, title: str | None, options: dict[str, Any]) -> Sheet:
+    """One labelled sheet per z value stacked down one figure (the header once, at the top);
+    the PDF has one page per z value, each with its header."""
+    z = _z_axis(sweep, z, x, y)
+    if z in {ALIASES.get(k, k) for k in where or {}}:
+        raise ValueError(f"{z} is the z axis, so where= cannot also hold it")
+    zs = list(sweep.axes[z])
+    grids = [_grid(sweep, x, y, {**(where or {}), z: zv}, z=z) for zv in zs]
+    tile, fontsize, image_index = options["tile"], options["fontsize"], options["image_index"]
+    if title is None:
+        title = _sheet_title(sweep, grids[0], inputs.box is not None, z=z)
+    heads = [f"{z}: {fmt_value(zv, z)}" for zv in zs]
+    sizes = [_size(g, header and i == 0, tile) for i, g in enumerate(grids)]
+    fig = _new_figure(max(w for w, _ in sizes), sum(h for _, h in sizes) + 0.6)
+    blocks = fig.subfigures(len(zs), 1, squeeze=False, height_ratios=[h for _, h in sizes])
+    for i, (block, grid) in enumerate(zip(blocks.flat, grids, strict=True)):
+        _draw_sheet(block, grid, inputs, header and i == 0, image_index, fontsize, heads[i])
+    chars = max(16, int(fig.get_figwidth() * 72 / (fontsize * 1.3 * 0.62)))   # fits the width
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in title.split("\n")),
+                 fontsize=fontsize * 1.3, fontweight="bold")
+
+    def pages() -> list[Figure]:
+        out = []
+        for head, grid in zip(heads, grids, strict=True):
+            page = _new_figure(*_size(grid, header, tile))
+            _draw_sheet(page, grid, inputs, header, image_index, fontsize, f"{title}\n{head}")
+            out.append(page)
+        return out
+
+    box = inputs.box
+    return Sheet(fig, sweep_metadata(sweep, title=title, x=grids[0].x, y=grids[0].y, z=z,
+                                     where={k: v for k, v in grids[0].fixed.items() if k != z},
+                                     image_index=image_index, crop=list(box) if box else None),
+                 pages=pages)
+
+
 def contact_sheet(
     sweep: SweepData,
     x: str | None = None,
     y: str | None = None,
+    z: str | None = None,
     *,
     title: str | None = None,
     where: Mapping[str, Any] | None = None,
@@ -323,27 +347,22 @@ def contact_sheet(
     at ``where`` (default: their first value, named in the title). ``tile`` is the size of each
     picture in inches and ``fontsize`` the label size. ``crop=True`` (or a padding fraction,
     e.g. ``0.5``) zooms every picture to the masked area, where the differences are.
+
+    ``z`` (a third axis): one labelled sheet per z value, stacked down one picture;
+    ``save("sweep.pdf")`` then writes one page per z value.
+
+    >>> sweep.contact_sheet(x="steps", y="strength", z="seed").save("sweep.pdf")  # doctest: +SKIP
     """
-    grid = _grid(sweep, x, y, where)
     inputs = _inputs(sweep, crop)
     header = show_inputs and inputs.before is not None and inputs.mask is not None
-    ncols = max(len(grid.xs), 2 if header else 1)
-    nrows = len(grid.ys) + (1 if header else 0)
-    fig = _new_figure(tile * ncols + (0.6 if grid.y else 0.2), tile * nrows + 0.9)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if header:
-        _draw_header(axes[0], inputs, fontsize)
-    _draw_grid(axes[1:] if header else axes, grid, image_index, inputs, fontsize)
-    if grid.x is not None:
-        fig.supxlabel(f"{grid.x} (columns)", fontsize=fontsize)
-    if grid.y is not None:
-        fig.supylabel(f"{grid.y} (rows)", fontsize=fontsize)
+    if z is not None:
+        return _z_sheet(sweep, x, y, z, where, inputs, header, title,
+                        {"tile": tile, "fontsize": fontsize, "image_index": image_index})
+    grid = _grid(sweep, x, y, where)
+    fig = _new_figure(*_size(grid, header, tile))
     if title is None:
         title = _sheet_title(sweep, grid, inputs.box is not None)
-    fig.suptitle(title, fontsize=fontsize * 1.2)
+    _draw_sheet(fig, grid, inputs, header, image_index, fontsize, title)
     box = inputs.box
     return Sheet(fig, sweep_metadata(sweep, title=title, x=grid.x, y=grid.y, where=grid.fixed,
                                      image_index=image_index, crop=list(box) if box else None))
@@ -381,10 +400,10 @@ def metric_plot(
             if len(values):
                 xs.append(xv if numeric else i)
                 ys.append(float(values.mean()))
-        label = None if hue is None else f"{hue}={_fmt(value)}"
+        label = None if hue is None else axis_label(hue, value).replace("\n", "")
         ax.plot(xs, ys, marker="o", label=label)
     if not numeric:
-        ax.set_xticks(range(len(sweep.axes[x])), [_fmt(v) for v in sweep.axes[x]])
+        ax.set_xticks(range(len(sweep.axes[x])), [fmt_value(v, x) for v in sweep.axes[x]])
     ax.set_xlabel(x, fontsize=fontsize)
     ax.set_ylabel(metric, fontsize=fontsize)
     ax.tick_params(labelsize=fontsize * 0.85)

@@ -40,6 +40,9 @@ class RunRecord:
     seconds: float | None = None
     seed: int | None = None
     error: str | None = None
+    #: Where the image and mask came from (a path or URL), when known: what "load" re-applies.
+    image: str | None = None
+    mask: str | None = None
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
     def to_row(self) -> dict[str, Any]:
@@ -58,6 +61,15 @@ class RunRecord:
         return row
 
 
+def _from_journal(row: Mapping[str, Any]) -> RunRecord:
+    """A history record from a run journal row (:func:`fluxnb.client.journal.read_rows`)."""
+    started = datetime.fromisoformat(str(row["time"]))
+    return RunRecord(dict(row.get("params") or {}), started=started,
+                     request_id=row.get("request_id"), status=str(row.get("status") or ""),
+                     seconds=row.get("seconds"), seed=row.get("seed"), error=row.get("error"),
+                     image=row.get("image"), mask=row.get("mask"))
+
+
 class RunHistory:
     """The last ``maxlen`` runs, oldest first; :meth:`to_frame` gives a pandas DataFrame."""
 
@@ -65,6 +77,10 @@ class RunHistory:
         if maxlen < 1:
             raise ValueError(f"maxlen={maxlen} must be >= 1")
         self._records: deque[RunRecord] = deque(maxlen=maxlen)
+
+    @property
+    def maxlen(self) -> int:
+        return self._records.maxlen or 0
 
     @property
     def records(self) -> list[RunRecord]:
@@ -78,6 +94,16 @@ class RunHistory:
         record = RunRecord({k: v for k, v in params.items() if k not in ("image_url", "mask_url")})
         self._records.append(record)
         return record
+
+    def preload(self, rows: list[dict[str, Any]]) -> int:
+        """Put earlier runs first (rows of the run journal, oldest first: what a restarted
+        kernel shows); returns how many were added (the newest ``maxlen`` at most)."""
+        maxlen = self.maxlen
+        earlier = [_from_journal(row) for row in rows[-maxlen:]]
+        room = maxlen - len(self._records)
+        earlier = earlier[len(earlier) - room:] if room > 0 else []
+        self._records.extendleft(reversed(earlier))
+        return len(earlier)
 
     def finish(self, record: RunRecord, status: str, *, seed: int | None = None,
                error: str | None = None, request_id: str | None = None) -> None:

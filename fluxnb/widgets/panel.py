@@ -32,9 +32,10 @@ from ..masks import fit_mask, mask_coverage
 from ..pictures import before_mask_after
 from ..result import InpaintResult
 from .painter import MaskPainter
+from .panel_code import attach_code_view, check_name, panel_cli, panel_code
 from .panel_job import PanelJob, TaskLike
 from .panel_model import build_params, mask_problem
-from .panel_params import attach_params_upload, load_into
+from .panel_params import attach_params_upload, load_into, note_saved, preload_history
 from .panel_run import RunView
 from .panel_view import describe_source, from_code_placeholder, input_preview, png_bytes
 from .panel_widgets import IMAGE_HINT, MASK_HINT, RANDOM_SEED_MAX, PanelWidgets
@@ -66,18 +67,28 @@ class InpaintPanel(PanelWidgets):
     ``fluxnb.connect(asynchronous=True)`` on first Run. ``image``/``mask``: anything
     :func:`fluxnb.load_image` takes (path, URL, PIL, array), and the mask may be a
     :class:`~fluxnb.MaskPainter`; both can also be typed as a path or uploaded in the panel.
+    ``image_name``/``mask_name``: the variable names ``panel.code()`` uses for inputs that are
+    no path (default ``image`` / ``mask``); the "code" toggle shows that code and the command.
 
     Controls are attributes (``panel.steps.value = 12``); ``panel.controls`` maps schema field
     names to them. ``panel.start()`` is what Run does (returns the task), ``await
     panel.arun()`` runs and returns the result, ``panel.run()`` does so in a script,
     ``panel.cancel()`` is Cancel. ``panel.result`` is the last result, ``panel.history`` a
-    DataFrame of the last runs.
+    DataFrame of the last runs, earlier kernels' included: runs are kept in the local run journal
+    (:func:`fluxnb.journal`) unless ``journal=False`` (here or on the client);
+    ``panel.load_params(i)`` re-applies run ``i`` of the history.
     """
 
     def __init__(self, client: Any = None, image: Any = None, mask: Any = None, *,
                  prompt: str = "", seed: int | None = None, history_size: int = 20,
-                 tile_height: int = _TILE_HEIGHT):
+                 tile_height: int = _TILE_HEIGHT, image_name: str | None = None,
+                 mask_name: str | None = None, journal: bool | None = None):
         self._jobs = PanelJob(client)
+        #: The run journal: None follows the client (on unless it says journal=False).
+        self.journal = journal
+        #: Variable names :meth:`code` uses for an image / mask that is no path (issue 13).
+        self.image_name, self.mask_name = check_name(image_name, "image_name"), check_name(
+            mask_name, "mask_name")
         self._image_obj = image
         self._mask_obj = mask
         self.painter: MaskPainter | None = mask if isinstance(mask, MaskPainter) else None
@@ -85,8 +96,10 @@ class InpaintPanel(PanelWidgets):
                          history_size=history_size, tile_height=tile_height)
         self._wire()
         attach_params_upload(self)  # "Load parameters" from an output image (issue 12)
+        attach_code_view(self)  # the "code" toggle: panel.code() / cli_command() (issue 13)
         self._seed_mode_changed()
         self._guard(self._inputs_changed)
+        self._guard(preload_history, self)  # earlier runs, from the journal (issue 13)
 
     def _wire(self) -> None:
         self.run_button.on_click(self._on_run_click)
@@ -160,6 +173,14 @@ class InpaintPanel(PanelWidgets):
         """The validated job parameters the next Run would send (without the images)."""
         return build_params(self.values(), loras=self.loras)
 
+    def code(self) -> str:
+        """The ``client.run(...)`` code that sends what Run would (no key; see panel_code)."""
+        return panel_code(self)
+
+    def cli_command(self) -> str:
+        """The ``fluxnb run ...`` command for the current settings (no key)."""
+        return panel_cli(self)
+
     def load_params(self, source: Any) -> dict[str, Any]:
         """Set the controls from the parameters saved in an output image (path, bytes or PIL
         image; what "Load parameters" does with an upload). Returns them."""
@@ -169,7 +190,7 @@ class InpaintPanel(PanelWidgets):
         """Save the last result (``result.save``: the parameters inside each image)."""
         if self.result is None:
             raise ValueError("no result to save yet: click Run first")
-        return self.result.save(directory)
+        return note_saved(self.result, self.result.save(directory))
 
     def _seed_mode_changed(self) -> None:
         self.seed.disabled = self.seed_mode.value == "random"

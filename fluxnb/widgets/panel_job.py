@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -64,6 +65,10 @@ class JobListener:
 
     def on_finished(self) -> None:
         """The job is over, whichever way (called last)."""
+
+    def recording(self, client: Any) -> contextlib.AbstractContextManager[object]:
+        """The run journal's setting around ``client.run`` (none here: the client's own)."""
+        return contextlib.nullcontext()
 
 
 def _require_no_loop(hint: str) -> None:
@@ -236,12 +241,14 @@ class PanelJob:
             listener.on_enqueue(job)
 
         if inspect.iscoroutinefunction(client.run):
-            result: InpaintResult = await client.run(payload, on_update=listener.on_update,
-                                                     on_enqueue=enqueued)
+            with listener.recording(client):
+                result: InpaintResult = await client.run(payload, on_update=listener.on_update,
+                                                         on_enqueue=enqueued)
             return result, await result.apil_images()
-        # a sync QueueClient: wait in a worker thread
-        result = await asyncio.to_thread(client.run, payload, on_update=listener.on_update,
-                                         on_enqueue=enqueued)
+        # a sync QueueClient: wait in a worker thread (it takes the journal's context along)
+        with listener.recording(client):
+            result = await asyncio.to_thread(client.run, payload, on_update=listener.on_update,
+                                             on_enqueue=enqueued)
         return result, await asyncio.to_thread(result.pil_images)
 
     async def _job(self, params: dict[str, Any], image: Image.Image, mask: Image.Image,

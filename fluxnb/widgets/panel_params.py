@@ -12,9 +12,11 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
+from ..client.journal import note_outputs, read_rows
 from ..params_meta import read_params
 
-__all__ = ["PARAMS_HINT", "apply_params", "attach_params_upload", "load_into", "upload_content"]
+__all__ = ["PARAMS_HINT", "apply_params", "attach_params_upload", "load_into", "note_saved",
+           "preload_history", "upload_content"]
 
 PARAMS_HINT = "load parameters from an output image fluxnb saved (PNG or JPEG)"
 
@@ -81,7 +83,43 @@ def attach_params_upload(panel: Any) -> None:
 
 
 def load_into(panel: Any, source: Any) -> dict[str, Any]:
-    """``read_params(source)`` applied to the panel; returns the parameters."""
+    """``read_params(source)`` applied to the panel; returns the parameters. An int is a run of
+    ``panel.history`` (as ``iloc``: -1 the last, yesterday's included): its parameters, seed,
+    and the image and mask paths it ran with when known."""
+    if isinstance(source, int) and not isinstance(source, bool):
+        return _load_run(panel, source)
     params = read_params(source)
     apply_params(panel, params)
     return params
+
+
+def _load_run(panel: Any, i: int) -> dict[str, Any]:
+    records = panel._history.records
+    if not -len(records) <= i < len(records):
+        raise IndexError(f"load_params({i}): the history has {len(records)} runs "
+                         f"(use 0..{len(records) - 1} or negative positions)")
+    record = records[i]
+    params = dict(record.params)
+    if record.seed is not None:
+        params["seed"] = record.seed
+    apply_params(panel, params)
+    for box, where in ((panel.image_path, record.image), (panel.mask_path, record.mask)):
+        if where:
+            box.value = str(where)
+    return params
+
+
+def preload_history(panel: Any) -> None:
+    """Fill a new panel's history with the panel runs of the run journal (earlier kernels'
+    too), unless the panel or its client has ``journal=False``."""
+    if panel.journal is False or (panel.journal is None and
+                                  getattr(panel.client, "journal", None) is False):
+        return
+    if panel._history.preload(read_rows(origin="panel", limit=panel._history.maxlen)):
+        panel.history_html.value = panel._history.to_html()
+
+
+def note_saved(result: Any, paths: list[Any]) -> list[Any]:
+    """Add saved files to the result's journal row; returns ``paths``."""
+    note_outputs(getattr(result, "request_id", None), paths)
+    return paths

@@ -4,11 +4,14 @@ writes a job's status, progress, result strip, history row and seed into the pan
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
 
+from ..client.journal import recording
 from ..pictures import param_title
 from ..protocol import InProgress, Queued, Status, progress_from_logs
 from ..result import InpaintResult
@@ -23,6 +26,11 @@ __all__ = ["RunView"]
 Render = Callable[[Image.Image, Image.Image, list[Image.Image], str], bytes]
 
 
+def _path_or_none(source: Any) -> Any:
+    """A typed or given path (str/PathLike, not bytes, PIL or a painter), else None."""
+    return source if isinstance(source, (str, os.PathLike)) else None
+
+
 class RunView(JobListener):
     """One run of ``panel``: ``record`` is its history row, ``params`` what was sent with
     ``image`` and ``mask``; ``render`` draws the result strip (in a worker thread)."""
@@ -31,6 +39,17 @@ class RunView(JobListener):
                  image: Image.Image, mask: Image.Image, render: Render):
         self.panel, self.record, self.params = panel, record, params
         self.image, self.mask, self.render = image, mask, render
+
+    def recording(self, client: Any) -> contextlib.AbstractContextManager[object]:
+        """Record the run in the journal (origin ``panel``, the inputs by the path they came
+        from) unless the panel or its client says ``journal=False``."""
+        setting = getattr(self.panel, "journal", None)
+        if setting is None:
+            setting = getattr(client, "journal", None) is not False
+        image, mask = (_path_or_none(getattr(self.panel, name, lambda: None)()) for name in (
+            "_current_image_source", "_current_mask_source"))
+        self.record.image, self.record.mask = (None if x is None else str(x) for x in (image, mask))
+        return recording(enabled=bool(setting), origin="panel", image=image, mask=mask)
 
     def on_update(self, status: Status) -> None:
         panel = self.panel

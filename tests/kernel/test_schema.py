@@ -199,14 +199,14 @@ def test_every_alias_user_reads_the_schema_table():
     """Sweep axes, display titles, sheet labels, panel history and the CLI caption: one table."""
     from fluxnb.display import param_title
     from fluxnb.schema import ALIASES, short_name
-    from fluxnb.sweeps import axes, sheets
+    from fluxnb.sweeps import axes, labels
     from fluxnb.widgets.history import RunHistory
 
     assert axes.ALIASES is ALIASES
     assert all(axes.canonical_name(alias) == name for alias, name in ALIASES.items())
     assert param_title({"steps": 8, "images": 2, "cfg": 4.0}) == "steps=8 · guidance=4 · images=2"
     assert param_title({"num_images": 3}) == "images=3"
-    assert sheets._label("guidance_scale", 3.5) == "guidance=3.5"
+    assert labels.axis_label("guidance_scale", 3.5) == "guidance=3.5"
     history = RunHistory()
     history.start({"prompt": "p", "num_images": 2, "output_format": "png"})
     columns = list(history.to_frame().columns)

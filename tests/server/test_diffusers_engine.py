@@ -316,6 +316,19 @@ def test_requests_without_loras_run_on_the_base_weights(tiny: Tiny) -> None:
     assert np.array_equal(pixels(after), np.asarray(expected).astype(np.int16))
 
 
+def test_a_lora_at_scale_0_is_left_out_so_the_job_runs_on_the_base_weights(tiny: Tiny) -> None:
+    """Issue 13: scale 0 disables the adapter (the base model), it does not set weight 0."""
+    base = image_of(tiny)
+    run(tiny, loras=[{"path": str(tiny.lora_a), "scale": 1.0}])      # an adapter is active now
+    zero, logs = run(tiny, loras=[{"path": str(tiny.lora_a), "scale": 0.0}])
+    assert "loras: none; LoRAs disabled (base weights)" in logs
+    assert zero["loras"] == []
+    assert np.array_equal(pixels(zero), base)
+    mixed, logs = run(tiny, loras=[{"path": str(tiny.lora_a), "scale": 0.0},
+                                   {"path": str(tiny.lora_b), "scale": 0.5}])
+    assert [x["path"] for x in mixed["loras"]] == [str(tiny.lora_b)]
+
+
 def test_two_loras_reach_the_pipeline_with_exactly_their_scales(tiny: Tiny) -> None:
     pipe = tiny.engine.pipe
     calls: list[tuple[list[str], list[float]]] = []

@@ -20,9 +20,9 @@ Parameter mapping:
   image 0 of seed 8. CPU generators give the same starting noise on every device.
 - ``num_images`` -> that many images, one after another.
 - ``loras: [{path, scale}]`` -> each distinct source is loaded once as a named peft adapter and
-  kept; a job activates exactly its adapters with exactly its scales (``set_adapters``) and a job
-  without LoRAs runs with LoRAs disabled (the base weights). ``path`` follows the server's
-  rules (:mod:`fluxnb.server.loras`): a ``.safetensors`` file under ``lora_dir``
+  kept; a job activates exactly its adapters with exactly its scales (``set_adapters``); an item
+  at scale 0 is left out, and a job without LoRAs runs with LoRAs disabled (the base weights).
+  ``path`` follows the server's rules (:mod:`fluxnb.server.loras`): a ``.safetensors`` file under ``lora_dir``
   (``--lora-dir``), an http(s) URL (downloaded through the fetch guard into a size-capped LRU
   cache, before the job takes the GPU) or, with ``allow_hub_loras``, a hub repo. Only
   safetensors files are loaded, never a pickle.
@@ -56,6 +56,7 @@ from ..loras import LoraRefused, LoraRules, LoraSource, is_safetensors
 from .base import Engine, EngineInputError, EngineOutput, EngineRequest, JobContext
 from .compose import CropSettings, crop_pair, default_feather, plan_crop, stitch
 from .flux_support import (
+    active_loras,
     adapter_name,
     default_lora_cache,
     denoising_steps,
@@ -184,7 +185,7 @@ class DiffusersEngine(Engine):
     def run(self, request: EngineRequest, ctx: JobContext) -> EngineOutput:
         # LoRA files are checked and downloaded before the device lock: they never hold the GPU
         t = time.perf_counter()
-        local = self._fetch_loras(request.loras, ctx)
+        local = self._fetch_loras(active_loras(request.loras), ctx)   # scale 0: left out
         fetched = round(time.perf_counter() - t, 6)
         ctx.check_cancelled()
         with self._lock:   # never two jobs on the device, whatever the server's worker count
@@ -208,7 +209,7 @@ class DiffusersEngine(Engine):
                 f"{', offload' if self.offload else ''})")
 
         t = time.perf_counter()
-        applied = self._apply_loras(request.loras, local, ctx)
+        applied = self._apply_loras(active_loras(request.loras), local, ctx)
         timings["loras"] = round(time.perf_counter() - t, 6)
         ctx.check_cancelled()
 

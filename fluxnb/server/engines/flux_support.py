@@ -23,6 +23,7 @@ from PIL import Image
 
 __all__ = [
     "MULTIPLE",
+    "active_loras",
     "adapter_name",
     "default_lora_cache",
     "denoising_steps",
@@ -141,6 +142,16 @@ def lora_cache_file(cache_dir: Path, url: str) -> Path:
     if not name.lower().endswith(".safetensors"):
         name += ".safetensors"
     return cache_dir / digest / name
+
+
+def active_loras(loras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The LoRAs a job really applies: an item at scale 0 is left out (not loaded, not set to
+    weight 0), so a job whose LoRAs are all at 0 runs on the base weights, adapters disabled.
+
+    >>> active_loras([{"path": "a.safetensors", "scale": 0.0}, {"path": "b.safetensors"}])
+    [{'path': 'b.safetensors'}]
+    """
+    return [lora for lora in loras if float(lora.get("scale", 1.0)) != 0]
 
 
 def adapter_name(key: str) -> str:
