@@ -23,8 +23,10 @@ from types import ModuleType
 import cv2
 import numpy as np
 
-__all__ = ["WORK_PIXELS", "load_patchmatch", "patch_size_for", "patchmatch_available",
-           "patchmatch_fill", "telea_fill"]
+from .compose import mask_box
+
+__all__ = ["WORK_PIXELS", "grow_bounds", "hole_bounds", "load_patchmatch", "patch_size_for",
+           "patchmatch_available", "patchmatch_fill", "telea_fill"]
 
 log = logging.getLogger("fluxnb.preview")
 
@@ -75,15 +77,20 @@ def patch_size_for(steps: int) -> int:
     return 1 + round(2 * (steps - 1) / 49)
 
 
-def _bbox(hole: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows = np.flatnonzero(hole.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(hole.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+def hole_bounds(hole: np.ndarray, pad: int = 0) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)`` of the hole grown by ``pad`` and clipped (ends exclusive); None when
+    empty. The row-first order numpy slicing wants; :func:`compose.mask_box` finds it.
+
+    >>> h = np.zeros((10, 20), bool); h[2:4, 5:9] = True
+    >>> hole_bounds(h), hole_bounds(h, 3)
+    ((2, 4, 5, 9), (0, 7, 2, 12))
+    """
+    box = mask_box(hole, pad)
+    return None if box is None else (box[1], box[3], box[0], box[2])
 
 
-def _expand(box: tuple[int, int, int, int], pad: int, h: int, w: int) -> tuple[int, int, int, int]:
+def grow_bounds(box: tuple[int, int, int, int], pad: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` grown by ``pad`` and clipped to an ``h`` x ``w`` image."""
     y0, y1, x0, x1 = box
     return max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
 
@@ -106,12 +113,12 @@ def patchmatch_fill(image: np.ndarray, hole: np.ndarray, *, seed: int = 0, patch
     if pm is None:
         raise RuntimeError("PatchMatch is unavailable here (pip install pypatchmatch); "
                            "use telea_fill instead")
-    box = _bbox(hole)
+    box = hole_bounds(hole)
     if box is None:
         return image.copy()
     h, w = hole.shape
     pad = max(8, ((box[1] - box[0]) + (box[3] - box[2])) // 4)
-    y0, y1, x0, x1 = _expand(box, pad, h, w)
+    y0, y1, x0, x1 = grow_bounds(box, pad, h, w)
     crop, crop_hole = image[y0:y1, x0:x1], hole[y0:y1, x0:x1]
     budget = work_pixels or round(WORK_PIXELS * max(1.0, (h * w) ** 0.5 / 512))
     scale = min(1.0, (budget / crop_hole.size) ** 0.5)
@@ -144,11 +151,11 @@ def telea_fill(image: np.ndarray, hole: np.ndarray, radius: int = 3, *, crop: bo
     >>> out.shape, bool((out[~h] == 7).all())
     ((16, 16, 3), True)
     """
-    box = _bbox(hole)
+    box = hole_bounds(hole)
     if box is None:
         return image.copy()
     h, w = hole.shape
-    y0, y1, x0, x1 = _expand(box, radius + _TELEA_MARGIN, h, w) if crop else (0, h, 0, w)
+    y0, y1, x0, x1 = grow_bounds(box, radius + _TELEA_MARGIN, h, w) if crop else (0, h, 0, w)
     out = image.copy()
     mask8 = np.ascontiguousarray(hole[y0:y1, x0:x1], dtype=np.uint8) * 255
     out[y0:y1, x0:x1] = cv2.inpaint(np.ascontiguousarray(image[y0:y1, x0:x1]), mask8, radius,

@@ -40,7 +40,14 @@ import numpy as np
 from PIL import Image
 
 from .base import Engine, EngineOutput, EngineRequest, JobContext
-from .fill import load_patchmatch, patch_size_for, patchmatch_fill, telea_fill
+from .fill import (
+    grow_bounds,
+    hole_bounds,
+    load_patchmatch,
+    patch_size_for,
+    patchmatch_fill,
+    telea_fill,
+)
 
 __all__ = ["NOTICE", "PreviewEngine", "feather_kernel", "patchmatch_fill", "telea_fill",
            "telea_radius"]
@@ -74,19 +81,6 @@ def feather_kernel(width: int, height: int) -> int:
     """
     k = max(3, round(0.01 * min(width, height)))
     return k if k % 2 else k + 1
-
-
-def _bbox(hole: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows = np.flatnonzero(hole.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(hole.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def _expand(box: tuple[int, int, int, int], pad: int, h: int, w: int) -> tuple[int, int, int, int]:
-    y0, y1, x0, x1 = box
-    return max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
 
 
 class PreviewEngine(Engine):
@@ -141,11 +135,11 @@ class PreviewEngine(Engine):
         if request.params.get("enable_safety_checker", True):
             ctx.log("preview: no safety checker; has_nsfw_concepts is always false")
 
-        box = _bbox(hole)
+        box = hole_bounds(hole)
         if box is None:
             ctx.log("mask is empty: nothing to inpaint; returning the input")
         else:
-            ry0, ry1, rx0, rx1 = region = box if content_aware else _expand(box, kernel // 2, h, w)
+            ry0, ry1, rx0, rx1 = region = box if content_aware else grow_bounds(box, kernel // 2, h, w)
             orig = img[ry0:ry1, rx0:rx1].astype(np.float32)
             hole_r = hole[ry0:ry1, rx0:rx1].astype(np.float32)
             if content_aware:
