@@ -32,6 +32,7 @@ OUTPUTS = [
     "notebooks/runs/cache/0a/0a1b.json",
     "notebooks/.ipynb_checkpoints/03_sweep-checkpoint.ipynb",
     "test-artifacts/browser/panel-result.png",    # the real-browser test's screenshots
+    "test-artifacts/browser/notebook04.png",
     ".venv/bin/python", "fluxnb.egg-info/PKG-INFO", "build/lib/fluxnb/__init__.py", "dist/x.whl",
     "fluxnb/__pycache__/client.cpython-311.pyc", "tests/__pycache__/conftest.cpython-311.pyc",
     ".pytest_cache/README.md", ".hypothesis/examples/0a", ".mypy_cache/3.11/fluxnb.json",

@@ -8,8 +8,9 @@ error, the output files when saved, and the image and mask by path (when known) 
 Never a key or token, never image bytes.
 
 What is recorded: the panel and ``fluxnb run`` record by default; a plain ``client.run`` only
-when its client was made with ``journal=True`` (``fluxnb.connect(journal=True)``); sweeps are
-not recorded (they keep their own log in the sweep folder). ``journal=False`` (on the client,
+when its client was made with ``journal=True`` (``fluxnb.connect(journal=True)``); sweeps only
+with ``fluxnb.sweep(..., journal=True)`` or such a client (one row per cell that ran, origin
+``sweep``: :mod:`fluxnb.sweeps.journal`). ``journal=False`` (on the client,
 ``fluxnb.connect`` or the panel) records nothing, and ``FLUXNB_JOURNAL=0`` turns the journal off
 for the whole process (the CLI included).
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from ..client import AsyncJob, AsyncQueueClient, InpaintResult
+    from .journal import SweepJournal
 
 __all__ = ["CANCEL_TIMEOUT", "SweepRun"]
 
@@ -80,6 +81,7 @@ class _Attempt:
     phase: str = "submit"
     t0: float = field(default_factory=time.perf_counter)
     started: float | None = None  # first IN_PROGRESS seen
+    entry: Any = None  # its run-journal entry (a RunEntry) when the sweep records
 
     def restart(self) -> None:
         self.job, self.phase, self.t0, self.started = None, "submit", time.perf_counter(), None
@@ -89,8 +91,10 @@ class SweepRun:
     """The pending cells of ``prep`` on ``aclient``: :meth:`run` them all, or cancel them all."""
 
     def __init__(self, prep: Prepared, aclient: AsyncQueueClient, *, concurrency: int,
-                 timeout: float | None, progress: Progress | None = None):
+                 timeout: float | None, progress: Progress | None = None,
+                 journal: SweepJournal | None = None):
         self.prep, self.aclient, self.timeout, self.progress = prep, aclient, timeout, progress
+        self.journal = journal  # records each cell that ran in the run journal (None: not)
         self._semaphore = asyncio.Semaphore(concurrency)
         #: cells whose job is queued or running, by key
         self._inflight: dict[str, tuple[Cell, AsyncJob]] = {}
@@ -130,6 +134,8 @@ class SweepRun:
         try:
             async with _Slot(self._semaphore) as slot:
                 attempt.restart()
+                if self.journal is not None:
+                    attempt.entry = self.journal.begin(cell)
                 result = None
                 old = self.prep.reattach.get(cell.key)
                 if old is not None:
@@ -139,7 +145,9 @@ class SweepRun:
                     attempt.phase = "wait"
                     result = await self.wait(attempt, slot)
             blobs = await result.aimage_bytes()
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if self.journal is not None:  # one small local write, then the cancel goes on
+                self.journal.finish(attempt.entry, job=attempt.job, error=exc)
             raise
         except Exception as exc:  # noqa: BLE001 - a failing cell is a row, not the end
             await self.fail(attempt, exc)
@@ -216,6 +224,9 @@ class SweepRun:
                "image_index": None, "total_s": round(time.perf_counter() - attempt.t0, 4),
                "cached": False, "finished_at": now()}
         await self._off_loop(self.prep.log.append, [row])
+        if self.journal is not None:
+            await self._off_loop(functools.partial(self.journal.finish, attempt.entry,
+                                                   job=attempt.job, error=exc))
         self._progress(row)
 
     async def finish(self, attempt: _Attempt, result: InpaintResult, blobs: list[bytes],
@@ -232,6 +243,15 @@ class SweepRun:
             rows = [{**base, "status": "error", "error": f"saving the result: {error_text(exc)}",
                      "phase": "wait", "image_index": None}]
             await self._off_loop(self.prep.log.append, rows)
+            if self.journal is not None:
+                await self._off_loop(functools.partial(self.journal.finish, attempt.entry,
+                                                       job=attempt.job, error=exc))
+        else:
+            if self.journal is not None:
+                files = [r["file"] for r in rows if r.get("file")]
+                await self._off_loop(functools.partial(self.journal.finish, attempt.entry,
+                                                       job=attempt.job, result=result,
+                                                       outputs=files))
         self._progress(rows[0] if rows else None)
 
     def _progress(self, row: dict[str, Any] | None) -> None:

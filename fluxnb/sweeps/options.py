@@ -72,11 +72,17 @@ class SweepOptions:
     seconds_per_job: float | None = None
     verbose: bool = True
     dry_run: bool = False
+    #: record each cell that ran in the run journal: True, False, or None (as the client's
+    #: ``journal``: ``fluxnb.connect(journal=True)``); see :mod:`fluxnb.sweeps.journal`
+    journal: bool | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int("concurrency", self.concurrency, minimum=1, optional=False)
         _check_positive_int("max_jobs", self.max_jobs, minimum=0, optional=True)
         _check_seconds("timeout", self.timeout)
+        if self.journal not in (True, False, None):
+            raise TypeError(f"journal={self.journal!r}: use True (record each cell in the run "
+                            "journal), False, or None (as the client's journal= setting)")
         if self.progress != "auto" and self.progress is not None and not callable(self.progress):
             raise TypeError(f"progress={self.progress!r}: use 'auto', None or a callable "
                             "(done, total, row)")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .._aio import run_blocking
 from ..schema import PRICE_PER_MEGAPIXEL
 from .execute import SweepRun
+from .journal import SweepJournal
 from .options import (
     DEFAULT_MAX_JOBS,
     CacheSpec,
@@ -90,9 +91,12 @@ async def _run(prep: Prepared, client: Any, options: SweepOptions, progress: Pro
     """The pending cells on ``client``, or with ``own`` on an async clone of it (closed
     afterwards): the clone has the same URL, key, app, transport and retry settings."""
     aclient = client.clone(asynchronous=True) if own else client
+    # the caller's client names the backend in the journal (the clone forgets ``embedded``)
+    recorder = SweepJournal(client, prep.log.inputs) if SweepJournal.wanted(
+        options.journal, client) else None
     try:
         await SweepRun(prep, aclient, concurrency=options.concurrency, timeout=options.timeout,
-                       progress=progress).run()
+                       progress=progress, journal=recorder).run()
     finally:
         if own:
             await aclient.aclose()
@@ -129,6 +133,7 @@ async def asweep(
     seconds_per_job: float | None = None,
     verbose: bool = True,
     dry_run: bool = False,
+    journal: bool | None = None,
     **axis_kwargs: Any,
 ) -> Sweep:
     """The async twin of :func:`sweep` (same arguments); run it in the caller's event loop.
@@ -142,7 +147,7 @@ async def asweep(
     options = SweepOptions(seeds=seeds, sample=sample, random_state=random_state, concurrency=concurrency,
                            max_jobs=max_jobs, cache=cache, progress=progress, timeout=timeout,
                            price_per_megapixel=price_per_megapixel, seconds_per_job=seconds_per_job,
-                           verbose=verbose, dry_run=dry_run)
+                           verbose=verbose, dry_run=dry_run, journal=journal)
     all_axes = _merge_axes(axes, axis_kwargs)
     from ..client import AsyncQueueClient
 
@@ -182,6 +187,7 @@ def sweep(
     seconds_per_job: float | None = None,
     verbose: bool = True,
     dry_run: bool = False,
+    journal: bool | None = None,
     **axis_kwargs: Any,
 ) -> Sweep:
     """Run ``base_inputs`` over every combination of the axes; returns a :class:`Sweep`.
@@ -216,6 +222,10 @@ def sweep(
         seconds_per_job: for the time estimate (default: from steps and megapixels).
         verbose: print the pre-flight line.
         dry_run: plan and print, send nothing.
+        journal: record each cell that ran in the local run journal (:func:`fluxnb.journal`,
+            origin ``sweep``; ``.rerun(i)`` runs a cell again): True, False, or None (default:
+            as the client, so ``fluxnb.connect(journal=True)`` records). Cells answered by the
+            cache are not recorded; the run folder keeps every row either way.
 
     A KeyboardInterrupt cancels the jobs in flight on the server and returns the finished rows
     (``sweep.interrupted`` is True).
@@ -223,7 +233,7 @@ def sweep(
     options = SweepOptions(seeds=seeds, sample=sample, random_state=random_state, concurrency=concurrency,
                            max_jobs=max_jobs, cache=cache, progress=progress, timeout=timeout,
                            price_per_megapixel=price_per_megapixel, seconds_per_job=seconds_per_job,
-                           verbose=verbose, dry_run=dry_run)
+                           verbose=verbose, dry_run=dry_run, journal=journal)
     all_axes = _merge_axes(axes, axis_kwargs)
     active, created = _client_or_connect(client)
     try:

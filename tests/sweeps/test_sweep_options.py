@@ -18,7 +18,7 @@ from tests.sweep_support import small_inputs
 
 Factory = Callable[..., BackgroundServer]
 OPTIONS = ["seeds", "sample", "random_state", "concurrency", "max_jobs", "cache", "progress", "timeout",
-           "price_per_megapixel", "seconds_per_job", "verbose", "dry_run"]
+           "price_per_megapixel", "seconds_per_job", "verbose", "dry_run", "journal"]
 
 
 @pytest.mark.parametrize("fn", [fluxnb.sweep, fluxnb.asweep], ids=["sweep", "asweep"])
