@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -43,6 +43,7 @@ from .auth import Auth, Person
 from .config import ServerConfig
 from .dashboard import dashboard_router, session_authorization
 from .guard import LaptopGuard
+from .headers import EngineHeader
 from .moderation import Blocklist, moderation_error
 from .quota import QuotaExceeded
 from .service import JobRecord, JobService
@@ -96,7 +97,7 @@ def create_app(config: ServerConfig, service: JobService | None = None) -> FastA
     svc.quota.people = lambda: app.state.auth.people  # quotas: the roster as it is now
     # moderation: the --blocklist, loaded once here (SIGHUP reloads it: host._reload_on_sighup)
     app.state.blocklist = Blocklist.load(config.blocklist) if config.blocklist else None
-    app.add_middleware(_EngineHeader, engine=svc.engine.name)
+    app.add_middleware(EngineHeader, engine=svc.engine.name)
     app.add_middleware(LaptopGuard, config=config)  # laptop server: own Host, JSON only
     app.add_exception_handler(Rejected, _rejected)
     app.include_router(dashboard_router(_person))  # before _routes: its catch-alls match all
@@ -398,28 +399,3 @@ async def cancel(svc: Service, to_cancel: ToCancel) -> Response:
     outcome = svc.cancel(job.id)
     code = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400}.get(outcome, 404)
     return JSONResponse({"status": outcome}, status_code=code, headers={"x-fal-request-id": job.id})
-
-
-_ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]],
-                     Callable[[MutableMapping[str, Any]], Awaitable[None]]], Awaitable[None]]
-
-
-class _EngineHeader:
-    """Pure ASGI middleware adding ``X-Fluxnb-Engine`` to every response (streaming-safe)."""
-
-    def __init__(self, app: _ASGIApp, engine: str):
-        self.app = app
-        self.header = (b"x-fluxnb-engine", engine.encode("latin-1", "replace"))
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def wrapped(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), self.header]
-            await send(message)
-
-        await self.app(scope, receive, wrapped)
